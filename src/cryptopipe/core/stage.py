@@ -1,0 +1,175 @@
+"""The stage contract in code: a context for one stage on one interval, and the run record it leaves.
+
+Every read and write a stage makes through its context is recorded (key, sha256, bytes, rows), so lineage is a
+by-product of doing the work, not a second bookkeeping effort. The runner writes the record to
+``runs/<partition>/<stage>.json``; archive assembles the interval's manifest from those records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from cryptopipe import __version__
+from cryptopipe.core.config import Settings
+from cryptopipe.core.errors import ExitCode, PipelineError
+from cryptopipe.core.layout import Interval
+from cryptopipe.core.storage import ObjectStore, open_stores
+from cryptopipe.core.tables import PARQUET_CONTENT_TYPE, conform, from_parquet_bytes, read_table, to_parquet_bytes
+
+RUNS = "runs"
+
+
+def run_record_key(interval: Interval, stage: str) -> str:
+    return f"{RUNS}/{interval.partition}/{stage}.json"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def json_bytes(obj: Any) -> bytes:
+    """Canonical JSON (sorted keys, fixed separators): the same object always gives the same bytes."""
+    return (json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, default=str) + "\n").encode()
+
+
+@dataclass
+class ObjectRef:
+    key: str
+    sha256: str
+    bytes: int
+    rows: int | None = None
+    store: str = "work"
+
+
+@dataclass
+class StageResult:
+    stage: str
+    interval_start: str
+    interval_end: str
+    status: str = "running"
+    exit_code: int = 0
+    message: str = ""
+    started_at: str = ""
+    finished_at: str = ""
+    duration_seconds: float = 0.0
+    code_version: str = __version__
+    config_fingerprint: str = ""
+    inputs: list[ObjectRef] = field(default_factory=list)
+    outputs: list[ObjectRef] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class StageContext:
+    stage: str
+    settings: Settings
+    interval: Interval
+    store: ObjectStore
+    archive_store: ObjectStore
+    log: logging.Logger
+    result: StageResult
+
+    # --- reads (recorded as inputs) ---
+    def get(self, key: str) -> bytes:
+        data = self.store.get(key)
+        self.result.inputs.append(ObjectRef(key, sha256(data), len(data)))
+        return data
+
+    def read_table(self, key: str, *, required_by: str | None = None) -> pa.Table:
+        table = read_table(self.store, key, required_by=required_by or self.stage)
+        self.result.inputs.append(ObjectRef(key, "", 0, table.num_rows))
+        return table
+
+    def read_table_if_exists(self, key: str) -> pa.Table | None:
+        data = self.store.get_or_none(key)
+        if data is None:
+            return None
+        table = from_parquet_bytes(data, self.store.url(key))
+        self.result.inputs.append(ObjectRef(key, sha256(data), len(data), table.num_rows))
+        return table
+
+    # --- writes (recorded as outputs) ---
+    def put(self, key: str, data: bytes, content_type: str | None = None, rows: int | None = None) -> None:
+        self.store.put(key, data, content_type)
+        self.result.outputs.append(ObjectRef(key, sha256(data), len(data), rows))
+
+    def put_once(self, key: str, data: bytes, content_type: str | None = None, rows: int | None = None) -> bool:
+        created = self.store.put_once(key, data, content_type)
+        self.result.outputs.append(ObjectRef(key, sha256(data), len(data), rows))
+        return created
+
+    def put_json(self, key: str, obj: Any) -> None:
+        self.put(key, json_bytes(obj), "application/json")
+
+    def write_table(self, key: str, table: pa.Table, schema: pa.Schema | None = None) -> None:
+        if schema is not None:
+            table = conform(table, schema)
+        self.put(key, to_parquet_bytes(table), PARQUET_CONTENT_TYPE, rows=table.num_rows)
+
+    def delete(self, key: str) -> None:
+        self.store.delete(key)
+
+
+StageFn = Callable[[StageContext], None]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def execute_stage(stage: str, fn: StageFn, settings: Settings, interval: Interval, log: logging.Logger) -> StageResult:
+    """Run one stage on one interval; always leave a run record; re-raise typed errors for the exit code."""
+    store, archive_store = open_stores(settings.storage)
+    started = _now()
+    result = StageResult(
+        stage=stage,
+        interval_start=interval.start.isoformat(),
+        interval_end=interval.end.isoformat(),
+        started_at=started.isoformat(),
+        config_fingerprint=settings.fingerprint(),
+    )
+    ctx = StageContext(stage, settings, interval, store, archive_store, log, result)
+    clock = time.perf_counter()
+    log.info("stage started", extra={"interval_start": result.interval_start, "interval_end": result.interval_end})
+    try:
+        fn(ctx)
+        result.status, result.exit_code = "success", int(ExitCode.OK)
+    except PipelineError as exc:
+        result.status, result.exit_code, result.message = "failed", int(exc.exit_code), exc.message
+        raise
+    except Exception as exc:
+        result.status, result.exit_code, result.message = "failed", int(ExitCode.INTERNAL), repr(exc)
+        raise
+    finally:
+        result.finished_at = _now().isoformat()
+        result.duration_seconds = round(time.perf_counter() - clock, 3)
+        _write_run_record(store, interval, result, log)
+    log.info(
+        "stage finished",
+        extra={
+            "status": result.status,
+            "duration_seconds": result.duration_seconds,
+            "outputs": len(result.outputs),
+            **result.metrics,
+        },
+    )
+    return result
+
+
+def _write_run_record(store: ObjectStore, interval: Interval, result: StageResult, log: logging.Logger) -> None:
+    try:
+        store.put(run_record_key(interval, result.stage), json_bytes(result.to_json()), "application/json")
+    except PipelineError as exc:  # the store may be the thing that failed; the stage's own error wins
+        log.warning("could not write the run record", extra={"error": exc.message})
