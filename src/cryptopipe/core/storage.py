@@ -53,7 +53,7 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def list(self, prefix: str) -> list[str]:
-        """All keys under a prefix, sorted."""
+        """All keys under a folder prefix (e.g. ``validated/x/date=2026-11-22/``), sorted."""
 
     @abstractmethod
     def delete(self, key: str) -> None:
@@ -252,7 +252,10 @@ class S3Store(ObjectStore):
             raise self._fail("check", key, exc) from exc
 
     def list(self, prefix: str) -> list[str]:
-        full = self._full(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        if prefix and ".." in prefix.split("/"):
+            raise StorageError(f"invalid prefix {prefix!r}")
+        base = f"{self.prefix}/" if self.prefix else ""
+        full = base + prefix.lstrip("/")
         strip = len(self.prefix) + 1 if self.prefix else 0
         keys: list[str] = []
         try:
