@@ -1,0 +1,1 @@
+"""Archive stage: warehouse load, lineage manifest, archive copy of raw, retention, run metrics."""
