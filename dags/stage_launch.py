@@ -225,16 +225,20 @@ class LocalStageOperator(BaseOperator):
     def execute(self, context: Any) -> None:
         command = [find_cryptopipe(), self.stage, *self.arguments]
         self.log.info("Running %s", " ".join(command))
-        with subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=stage_environment(),
-            text=True,
-            errors="backslashreplace",
-            start_new_session=True,  # on_kill signals the stage's process group, never Airflow's
-        ) as process:
+        try:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=stage_environment(),
+                text=True,
+                errors="backslashreplace",
+                start_new_session=True,  # on_kill signals the stage's process group, never Airflow's
+            )
+        except OSError as exc:
+            raise AirflowFailException(f"cannot start {command[0]!r} for stage {self.stage!r}: {exc}") from exc
+        with process:
             self._process = process
             assert process.stdout is not None
             for line in process.stdout:
@@ -309,6 +313,8 @@ def _kubernetes_task(spec: StageSpec, settings: DeploymentSettings, task_kwargs:
         get_logs=True,
         log_events_on_failure=True,
         do_xcom_push=False,
+        # The failure message then carries the tail of the stage's log (its JSON error line).
+        termination_message_policy="FallbackToLogsOnError",
         on_finish_action="delete_pod",
         on_kill_action="delete_pod",
         # Sized for a cluster that has to add a node and pull an image first.
