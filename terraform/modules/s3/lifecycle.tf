@@ -4,7 +4,7 @@ resource "aws_s3_bucket_lifecycle_configuration" "datalake" {
   # Backstop of the archive stage's retention: working objects expire retention + grace days after
   # creation (the stage normally deletes them at `retention_working_days`).
   dynamic "rule" {
-    for_each = toset(local.working_prefixes)
+    for_each = local.working_prefixes
 
     content {
       id     = "expire-${trimsuffix(rule.value, "/")}"
