@@ -177,9 +177,7 @@ def test_external_secrets_reads_only_the_pipeline_secrets(planned: dict[str, dic
 
 
 @pytest.mark.parametrize("workload", sorted(EXPECTED_SERVICE_ACCOUNTS))
-def test_trust_is_pod_identity_for_its_service_accounts_only(
-    planned: dict[str, dict[str, Any]], workload: str
-) -> None:
+def test_trust_is_pod_identity_for_its_service_accounts_only(planned: dict[str, dict[str, Any]], workload: str) -> None:
     trust = _policy(planned, "aws_iam_role", workload, "assume_role_policy")
     (statement,) = trust["Statement"]
     assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}

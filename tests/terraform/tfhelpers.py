@@ -105,7 +105,8 @@ def remote_modules(directory: Path, seen: frozenset[Path] = frozenset()) -> list
             if target not in seen:
                 found.extend(remote_modules(target, seen | {directory.resolve()}))
         else:
-            found.append(RemoteModule(source, str(body.get("version", "(no version)")), f"{rel(directory)} module.{name}"))
+            version = str(body.get("version", "(no version)"))
+            found.append(RemoteModule(source, version, f"{rel(directory)} module.{name}"))
     return found
 
 
