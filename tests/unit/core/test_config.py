@@ -120,3 +120,33 @@ def test_cli_config_show_masks_secrets(clean_env: pytest.MonkeyPatch, capsys: py
     out = capsys.readouterr().out
     assert "CG-verysecretkey" not in out
     assert '"plan": "demo"' in out
+
+
+def test_example_config_loads_and_documents_every_key(clean_env: pytest.MonkeyPatch) -> None:
+    import yaml
+    from pydantic import BaseModel
+
+    from cryptopipe.core.config import SECRET_KEYS, Settings
+
+    example = Path(__file__).resolve().parents[3] / "config" / "example.yaml"
+    settings = load_settings(example)
+    assert settings == load_settings()  # the example shows the embedded defaults
+
+    def keys(model: type[BaseModel], prefix: str = "") -> set[str]:
+        out = set()
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                out |= keys(ann, f"{prefix}{name}.")
+            else:
+                out.add(f"{prefix}{name}")
+        return out
+
+    def flat(data: dict[str, object], prefix: str = "") -> set[str]:
+        out = set()
+        for k, v in data.items():
+            out |= flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}"}
+        return out
+
+    documented = flat(yaml.safe_load(example.read_text()))
+    assert keys(Settings) - set(SECRET_KEYS) - {"warehouse.url"} <= documented
