@@ -1,0 +1,1 @@
+"""Transform stage: lookback history, indicators, anomalies, alert records and charts."""

@@ -1,0 +1,120 @@
+"""Anomalies at the snapshot and the interval's alerts record (read by the DAG's notify task; format is fixed).
+
+An anomaly is one (coin, quote currency, metric) whose value crosses its threshold:
+- ``zscore_1h``: |z of the hourly return| > alerts.zscore_threshold (window alerts.zscore_window_hours);
+- ``move_1h_pct``: |1h price change, percent| > alerts.move_1h_pct;
+- ``move_24h_pct``: |24h price change, percent| > alerts.move_24h_pct.
+The moves use CoinGecko's own price_change_pct_1h / _24h of the snapshot row when present, else the change
+computed from the hourly series.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+
+from cryptopipe.core.config import AlertSettings
+from cryptopipe.core.layout import Interval
+
+METRIC_ORDER = ("zscore_1h", "move_1h_pct", "move_24h_pct")
+
+
+def iso_z(moment: Any) -> str:
+    return f"{moment:%Y-%m-%dT%H:%M:%SZ}"
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _source_moves(current: pa.Table) -> dict[tuple[str, str], dict[str, float | None]]:
+    cols = ["coin_id", "vs_currency", "price_change_pct_1h", "price_change_pct_24h"]
+    return {
+        (r["coin_id"], r["vs_currency"]): {
+            "1h": _finite(r["price_change_pct_1h"]),
+            "24h": _finite(r["price_change_pct_24h"]),
+        }
+        for r in current.select(cols).to_pylist()
+    }
+
+
+def detect_anomalies(indicators: pa.Table, current: pa.Table, alerts: AlertSettings) -> list[dict[str, Any]]:
+    """Anomaly records sorted by (coin_id, vs_currency, metric order)."""
+    moves = _source_moves(current)
+    found: list[dict[str, Any]] = []
+    for row in indicators.to_pylist():
+        key = (row["coin_id"], row["vs_currency"])
+        z = _finite(row["zscore_1h"])
+        source = moves.get(key, {})
+        move_1h = source.get("1h") if source.get("1h") is not None else _finite(row["return_1h_pct"])
+        move_24h = source.get("24h") if source.get("24h") is not None else _finite(row["return_24h_pct"])
+        checks = (
+            ("zscore_1h", z, alerts.zscore_threshold, f"{alerts.zscore_window_hours}h"),
+            ("move_1h_pct", move_1h, alerts.move_1h_pct, "1h"),
+            ("move_24h_pct", move_24h, alerts.move_24h_pct, "24h"),
+        )
+        for metric, value, threshold, window in checks:
+            if value is not None and abs(value) > threshold:
+                found.append(
+                    {
+                        "coin_id": key[0],
+                        "vs_currency": key[1],
+                        "metric": metric,
+                        "value": value,
+                        "threshold": threshold,
+                        "window": window,
+                        "z": z,
+                    }
+                )
+    found.sort(key=lambda a: (a["coin_id"], a["vs_currency"], METRIC_ORDER.index(a["metric"])))
+    return found
+
+
+def _number(mapping: Mapping[str, Any], *names: str) -> float | None:
+    for name in names:
+        value = mapping.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return value
+    return None
+
+
+def quality_summary(report_bytes: bytes | None) -> dict[str, Any]:
+    """Score, warning count and quarantined rows from validate's quality report; nulls when it is absent."""
+    empty: dict[str, Any] = {"score": None, "warnings": None, "quarantined_rows": None}
+    if report_bytes is None:
+        return empty
+    try:
+        report = json.loads(report_bytes)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return empty
+    if not isinstance(report, dict):
+        return empty
+    summary = report.get("summary") if isinstance(report.get("summary"), dict) else {}
+    merged = {**report, **summary}
+    score = _number(merged, "quality_score", "score")
+    warnings = _number(merged, "warnings", "warning_count", "failed_warnings", "warning_failures")
+    quarantined = _number(merged, "quarantined_rows", "rows_quarantined", "quarantine_rows")
+    return {
+        "score": None if score is None else float(score),
+        "warnings": None if warnings is None else int(warnings),
+        "quarantined_rows": None if quarantined is None else int(quarantined),
+    }
+
+
+def alerts_document(
+    interval: Interval, anomalies: list[dict[str, Any]], quality: dict[str, Any], report_uri: str
+) -> dict[str, Any]:
+    return {
+        "interval_start": iso_z(interval.start),
+        "interval_end": iso_z(interval.end),
+        "anomalies": anomalies,
+        "quality": quality,
+        "report_uri": report_uri,
+    }
