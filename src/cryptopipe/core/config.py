@@ -297,6 +297,8 @@ class Settings(BaseSettings):
 
 def _walk_keys(mapping: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
     for key, value in mapping.items():
+        if not isinstance(key, str):  # YAML allows `0:` or `true:` as keys; settings keys are names
+            raise ConfigError(f"{prefix}{key!r}: keys must be names, got a {type(key).__name__}")
         dotted = f"{prefix}{key}"
         yield dotted
         if isinstance(value, Mapping):
@@ -316,7 +318,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: the top level must be a mapping, got {type(data).__name__}")
-    for dotted in _walk_keys(data):
+    try:
+        dotted_keys = list(_walk_keys(data))
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path}: {exc.message}") from None
+    for dotted in dotted_keys:
         if dotted in SECRET_KEYS:
             env = ENV_PREFIX + dotted.upper().replace(".", ENV_DELIMITER)
             raise ConfigError(f"config file {path}: {dotted} is a secret; set it in the environment as {env}")
