@@ -164,7 +164,7 @@ def test_parse_retry_after_seconds_date_and_garbage() -> None:
 
 
 def test_429_then_success_waits_retry_after(api: Any) -> None:
-    client, session, clock = client_for(api, [response(429, "{}", {"Retry-After": "7"}), response(200, "[1]")])
+    client, _, clock = client_for(api, [response(429, "{}", {"Retry-After": "7"}), response(200, "[1]")])
     fetched = client.get("/coins/markets", {"vs_currency": "usd"})
     assert fetched.payload == [1]
     assert fetched.attempts == 2
@@ -260,7 +260,7 @@ def test_rejected_key_is_not_retried_and_not_leaked(api: Any, code: int) -> None
 
 def test_redirect_not_followed(api: Any) -> None:
     client, session, _ = client_for(api, [response(302, "", {"Location": "https://evil.example/"})])
-    with pytest.raises(SourceInvalidError, match="redirect to https://evil.example/ not followed"):
+    with pytest.raises(SourceInvalidError, match=r"redirect to https://evil\.example/ not followed"):
         client.get("/coins/markets")
     assert len(session.calls) == 1
 
