@@ -136,6 +136,9 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     server: _HTTPServer
 
+    def version_string(self) -> str:
+        return "cloudflare"  # the real API's `server` header
+
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: requests are recorded in ReplayServer.requests instead."""
 
