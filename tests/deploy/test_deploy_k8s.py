@@ -97,3 +97,11 @@ def test_kind_secret_generator_makes_fresh_complete_secrets() -> None:
     assert first != second, "values must be random on every generation"
     for doc in first:
         assert not validate_object(doc)
+
+
+def test_runbook_has_a_section_per_alert(rendered_eks: list[dict[str, Any]]) -> None:
+    runbook = (ROOT / "docs" / "runbook.md").read_text()
+    rule = next(d for d in rendered_eks if d["kind"] == "PrometheusRule")
+    for group in rule["spec"]["groups"]:
+        for r in group["rules"]:
+            assert f"### {r['alert']}\n" in runbook, f"docs/runbook.md lacks a section for {r['alert']}"
