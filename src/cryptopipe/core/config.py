@@ -28,6 +28,8 @@ from cryptopipe.core.errors import ConfigError
 ENV_PREFIX = "CRYPTOPIPE_"
 ENV_DELIMITER = "__"
 CONFIG_PATH_ENV = "CRYPTOPIPE_CONFIG"
+# CRYPTOPIPE_* variables that are not settings: the config path, the demo's log level, the replay server's key.
+NON_SETTING_ENV: frozenset[str] = frozenset({CONFIG_PATH_ENV, "CRYPTOPIPE_LOG_LEVEL", "CRYPTOPIPE_REPLAY_API_KEY"})
 
 COINGECKO_PUBLIC_URL = "https://api.coingecko.com/api/v3"
 COINGECKO_PRO_URL = "https://pro-api.coingecko.com/api/v3"
@@ -336,7 +338,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _known_env_names() -> set[str]:
-    names = {CONFIG_PATH_ENV}
+    names = set(NON_SETTING_ENV)
 
     def walk(model: type[BaseModel], prefix: str) -> None:
         for name, field in model.model_fields.items():

@@ -13,7 +13,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cryptopipe.core.config import Settings, _known_env_names, load_settings
+from cryptopipe.core.config import NON_SETTING_ENV, Settings, _known_env_names, load_settings
 from cryptopipe.core.errors import ConfigError
 
 SECTIONS = ["coins", "quote_currencies", "api", "quality", "storage", "warehouse", "retention", "transform", "alerts"]
@@ -63,7 +63,7 @@ def test_any_file_bytes_are_settings_or_config_error(clean_env: pytest.MonkeyPat
             load_settings(path)
 
 
-ENV_NAMES = sorted(_known_env_names() - {"CRYPTOPIPE_CONFIG"})
+ENV_NAMES = sorted(_known_env_names() - NON_SETTING_ENV)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
