@@ -517,19 +517,19 @@ class Cluster:
             )  # fmt: skip
             return argv
         message = f'Failed to pull image "{container.image}": {error}'
+        self.add_event(pod, "Failed", message, type_="Warning", container=container.name)
+        self.add_event(pod, "Failed", "Error: ErrImagePull", type_="Warning", container=container.name)
         with self.cond:
             container.state = {"waiting": {"reason": "ErrImagePull", "message": message}}
             self._pod_changed(pod)
-        self.add_event(pod, "Failed", message, type_="Warning", container=container.name)
-        self.add_event(pod, "Failed", "Error: ErrImagePull", type_="Warning", container=container.name)
         if self._sleep(max(self.startup_delay, 0.2), pod):
-            with self.cond:
-                container.state = {
-                    "waiting": {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{container.image}"'}
-                }
-                self._pod_changed(pod)
+            # Events first, then the state: whoever sees the new state also sees its events.
             self.add_event(pod, "BackOff", f'Back-off pulling image "{container.image}"', container=container.name)
             self.add_event(pod, "Failed", "Error: ImagePullBackOff", type_="Warning", container=container.name)
+            with self.cond:
+                backoff = {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{container.image}"'}
+                container.state = {"waiting": backoff}
+                self._pod_changed(pod)
         return None
 
     def _container_env(self, pod: Pod, container: Container) -> dict[str, str] | None:
@@ -537,10 +537,10 @@ class Cluster:
             with self.cond:
                 env = resolve_env(pod, container.spec, self.configmaps, self.secrets)
         except ApiError as exc:
+            self.add_event(pod, "Failed", f"Error: {exc.message}", type_="Warning", container=container.name)
             with self.cond:
                 container.state = {"waiting": {"reason": "CreateContainerConfigError", "message": exc.message}}
                 self._pod_changed(pod)
-            self.add_event(pod, "Failed", f"Error: {exc.message}", type_="Warning", container=container.name)
             return None
         merged = dict(self.base_env)
         merged["HOSTNAME"] = pod.name
@@ -557,9 +557,9 @@ class Cluster:
                     f"{container.name!r} sets 'command' (construct the double with allow_command_override=True)"
                 )
                 with self.cond:
+                    self.add_event(pod, "Failed", f"Error: {message}", type_="Warning", container=container.name)
                     container.state = {"waiting": {"reason": "CreateContainerError", "message": message}}
                     self._pod_changed(pod)
-                self.add_event(pod, "Failed", f"Error: {message}", type_="Warning", container=container.name)
                 return None
             return [*command, *args]
         return [*entrypoint, *args]
@@ -584,9 +584,9 @@ class Cluster:
                 )
             except OSError as exc:
                 message = f"failed to create containerd task: exec: {argv[0]!r}: {exc.strerror}"
+                self.add_event(pod, "Failed", f"Error: {message}", type_="Warning", container=container.name)
                 container.state = {"waiting": {"reason": "RunContainerError", "message": message}}
                 self._pod_changed(pod)
-                self.add_event(pod, "Failed", f"Error: {message}", type_="Warning", container=container.name)
                 return False
             self.started.append(container)
             container.process = process

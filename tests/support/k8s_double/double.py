@@ -169,6 +169,23 @@ class KubeApiDouble:
             lines = list(matches[-1].container(container).logs)
         return b"".join(line for _, line in lines).decode("utf-8", errors="replace")
 
+    def wait_for_log(self, name: str, namespace: str, text: str, *, timeout: float = 10.0) -> str:
+        """Block until the pod's log contains ``text``; return the log (TimeoutError names the log)."""
+        deadline = time.monotonic() + timeout
+        with self.cluster.cond:
+            while True:
+                log = (
+                    self.pod_logs(name, namespace)
+                    if any(p.name == name and p.namespace == namespace for p in self.cluster.history)
+                    else ""
+                )
+                if text in log:
+                    return log
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"pod {namespace}/{name} log lacks {text!r}; log so far: {log!r}")
+                self.cluster.cond.wait(timeout=min(remaining, 0.2))
+
     def events(self, namespace: str | None = None, pod: str | None = None) -> list[dict[str, Any]]:
         with self.cluster.cond:
             events = copy.deepcopy(self.cluster.events)
