@@ -396,7 +396,7 @@ def test_exec_is_refused_and_runs_nothing(double: KubeApiDouble, api: client.Cor
     for command in (["/bin/sh", "-c", f"touch {marker}"], ["/bin/sh"]):
         # The client turns the refused handshake into ApiException (and, handling it, sometimes an
         # AttributeError on its empty body): look for the 403 along the exception chain.
-        with pytest.raises(Exception) as refused:  # noqa: B017
+        with pytest.raises(Exception) as refused:
             stream(
                 api.connect_get_namespaced_pod_exec,
                 "target",
