@@ -68,7 +68,8 @@ $HELM upgrade --install airflow airflow --repo https://airflow.apache.org --vers
   --set 'apiServer.service.ports[0].name=api-server' --set 'apiServer.service.ports[0].port=8080' \
   --set 'apiServer.service.ports[0].nodePort=30080' \
   --timeout 15m --wait
-# useHelmHooks=false: run the migration job's work explicitly here (Argo CD runs it as a Sync hook).
+# useHelmHooks=false: the migration Job is an ordinary resource here (Argo CD runs it as a Sync hook); the
+# Airflow pods wait for it in their wait-for-migrations init containers.
 
 password=$($KUBECTL -n airflow exec deploy/airflow-api-server -- \
   cat /opt/airflow/simple_auth_manager_passwords.json.generated 2>/dev/null || echo '(see the api-server log)')
