@@ -247,8 +247,14 @@ class HttpClient:
 
     # --- one request ---
 
-    def get(self, path: str, params: Mapping[str, str] | None = None) -> Fetched:
-        """GET ``base_url + path``; the decoded, classified JSON or a typed error."""
+    def get(
+        self, path: str, params: Mapping[str, str] | None = None, check: Callable[[Any], None] | None = None
+    ) -> Fetched:
+        """GET ``base_url + path``; the decoded, classified JSON or a typed error.
+
+        ``check`` may inspect the decoded payload and raise RetryableError (e.g. an empty first page of a
+        ranking, which is a glitch, not data) or a typed error.
+        """
         query = {k: str(v) for k, v in (params or {}).items()}
         url = self.url_for(path, query)
         deadline = self.clock.monotonic() + self.api.retry.total_timeout_seconds
@@ -258,7 +264,7 @@ class HttpClient:
         def attempt() -> Fetched:
             nonlocal attempts
             attempts += 1
-            return self._attempt(path, url, query, deadline, attempts)
+            return self._attempt(path, url, query, deadline, attempts, check=check)
 
         retrying = tenacity.Retrying(
             sleep=self.clock.sleep,
@@ -277,7 +283,16 @@ class HttpClient:
                 raise SourceInvalidError(summary, path=path) from None
             raise SourceUnavailableError(summary, path=path) from None
 
-    def _attempt(self, path: str, url: str, query: dict[str, str], deadline: float, attempt_no: int) -> Fetched:
+    def _attempt(
+        self,
+        path: str,
+        url: str,
+        query: dict[str, str],
+        deadline: float,
+        attempt_no: int,
+        *,
+        check: Callable[[Any], None] | None,
+    ) -> Fetched:
         self.stats.add(rate_limit_wait_seconds=self.bucket.acquire())
         remaining = deadline - self.clock.monotonic()
         if remaining <= 0:
@@ -304,6 +319,8 @@ class HttpClient:
             label = "rate limited" if status == 429 else "server error" if status >= 500 else "request timeout"
             raise RetryableError(f"HTTP {status} {label}{hint}", retry_after=retry_after)
         payload = self.classify(status, response.headers, body, where)  # raises typed errors
+        if check is not None:
+            check(payload)
         return Fetched(
             path=path,
             url=url,

@@ -23,7 +23,7 @@ from typing import Any
 from cryptopipe.core.coingecko import ParsedPage, classify_response, parse_markets_page, rows_to_table
 from cryptopipe.core.config import Settings
 from cryptopipe.core.errors import StorageError, WriteConflictError
-from cryptopipe.core.http import Fetched, HttpClient
+from cryptopipe.core.http import Fetched, HttpClient, RetryableError
 from cryptopipe.core.layout import Interval, raw_page_key, raw_prefix, sidecar_key, staging_key
 from cryptopipe.core.schema import SNAPSHOT_SCHEMA
 from cryptopipe.core.stage import ObjectRef, StageContext, json_bytes, sha256
@@ -210,8 +210,15 @@ def _adopt(ctx: StageContext, request: PageRequest, key: str) -> Page | None:
     return Page(request, key, stored, _decode_stored(key, stored, ctx.store.url(key)))
 
 
+def _not_empty_ranking(payload: Any) -> None:
+    """Page 1 of the top N is never legitimately empty: CoinGecko glitch, retry (then exit 7, nothing written)."""
+    if payload == []:
+        raise RetryableError("page 1 of the market-cap ranking came back empty", invalid=True)
+
+
 def _fetch(client: HttpClient, request: PageRequest, key: str) -> Page:
-    fetched = client.get(MARKETS_PATH, request.params)
+    first_top_page = request.kind == "top" and request.params["page"] == "1"
+    fetched = client.get(MARKETS_PATH, request.params, check=_not_empty_ranking if first_top_page else None)
     return Page(request, key, gzip_bytes(fetched.body), fetched.payload, fetched)
 
 
