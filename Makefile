@@ -11,7 +11,7 @@ TOOLS := .tools
 UV := $(TOOLS)/uv-venv/bin/uv
 # Tests use pytest-xdist on every core unless told otherwise (PYTEST_WORKERS=0 runs serially).
 PYTEST_WORKERS ?= auto
-export PATH := $(abspath $(TOOLS)/bin):$(abspath $(VENV)/bin):$(PATH)
+export PATH := $(abspath $(TOOLS)/bin):$(abspath $(TOOLS)/uv-venv/bin):$(abspath $(VENV)/bin):$(PATH)
 
 .PHONY: help setup lint format test test-fast demo lock clean
 
@@ -53,3 +53,6 @@ clean: ## Remove the demo data and caches (keeps .venv and .tools)
 	rm -rf data .pytest_cache .ruff_cache .hypothesis
 
 -include mk/*.mk
+
+# The pinned tools are installed with the dev venv's Python and uv.
+tools: setup
