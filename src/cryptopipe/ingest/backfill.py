@@ -68,9 +68,9 @@ def _ts(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
-def windows_of(intervals: list[Interval], size: timedelta = MAX_WINDOW) -> list[list[Interval]]:
-    """Consecutive runs of at most ``size`` of hourly intervals, anchored at the first interval."""
-    per_window = int(size / HOUR)
+def windows_of(intervals: list[Interval], size: timedelta | None = None) -> list[list[Interval]]:
+    """Consecutive runs of at most ``size`` (default MAX_WINDOW) of hourly intervals, anchored at the first."""
+    per_window = int((size or MAX_WINDOW) / HOUR)
     return [intervals[i : i + per_window] for i in range(0, len(intervals), per_window)]
 
 
