@@ -19,13 +19,15 @@ deletes or rewrites that day's compaction; the next transform run rebuilds it.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from cryptopipe.core.errors import MissingInputError
+from cryptopipe.core.errors import MissingInputError, ObjectNotFoundError, StorageError
 from cryptopipe.core.layout import (
     HOUR,
     VALIDATED,
@@ -43,6 +45,7 @@ HOURS_PER_DAY = 24
 VALIDATED_FILE = "snapshots.parquet"
 # Columns the indicators need; the rest is dropped right after reading to keep memory flat.
 HISTORY_COLUMNS = ("coin_id", "vs_currency", "snapshot_time", "price")
+HISTORY_SCHEMA = pa.schema([SNAPSHOT_SCHEMA.field(name) for name in HISTORY_COLUMNS])
 
 
 @dataclass
@@ -81,11 +84,19 @@ class _Reader:
         self.rows = 0
         self.objects = 0
 
-    def read(self, key: str) -> pa.Table | None:
-        table = self.ctx.read_table_if_exists(key)
-        if table is not None:
-            self.rows += table.num_rows
-            self.objects += 1
+    def read(self, key: str, columns: tuple[str, ...] | None = None) -> pa.Table | None:
+        """Read an object if it exists (all columns, or only ``columns``: a daily compaction needs 4 of 33)."""
+        try:
+            data = self.ctx.get(key)  # recorded as an input (key, sha256, bytes)
+        except ObjectNotFoundError:
+            return None
+        try:
+            table = pq.read_table(io.BytesIO(data), columns=list(columns) if columns else None)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise StorageError(f"{self.ctx.store.url(key)} is not a readable Parquet file: {exc}", key=key) from exc
+        self.ctx.result.inputs[-1].rows = table.num_rows
+        self.rows += table.num_rows
+        self.objects += 1
         return table
 
     def hourly_keys(self, day: date, last_hour: int = HOURS_PER_DAY - 1) -> dict[int, str]:
@@ -99,11 +110,11 @@ class _Reader:
 
 
 def _slim(table: pa.Table) -> pa.Table:
-    return conform(table, SNAPSHOT_SCHEMA).select(list(HISTORY_COLUMNS))
+    return conform(table, HISTORY_SCHEMA)
 
 
 def _past_day(reader: _Reader, day: date, compactions: list[str]) -> list[pa.Table]:
-    daily = reader.read(validated_daily_key(day))
+    daily = reader.read(validated_daily_key(day), HISTORY_COLUMNS)
     if daily is not None:
         return [_slim(daily)]
     hours = [t for t in (reader.read(k) for k in reader.hourly_keys(day).values()) if t is not None]
@@ -135,7 +146,7 @@ def load_history(ctx: StageContext, lookback_days: int) -> History:
     for hour, key in reader.hourly_keys(today, interval.start.hour).items():
         if hour == interval.start.hour:
             continue  # already read above
-        table = reader.read(key)
+        table = reader.read(key, HISTORY_COLUMNS)
         if table is not None:
             parts.append(_slim(table))
     parts.append(_slim(current))

@@ -15,7 +15,7 @@ from cryptopipe.core.layout import HOUR, Interval, validated_daily_key, validate
 from cryptopipe.core.schema import SNAPSHOT_KEY, SNAPSHOT_SCHEMA
 from cryptopipe.core.stage import StageContext, StageResult
 from cryptopipe.core.storage import FileStore, ObjectStore
-from cryptopipe.core.tables import conform, write_table
+from cryptopipe.core.tables import conform, to_parquet_bytes
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -82,13 +82,24 @@ def series_table(series: dict[str, np.ndarray], first_snapshot: datetime, vs: st
     return conform(table, SNAPSHOT_SCHEMA)
 
 
+def _write(store: ObjectStore, key: str, table: pa.Table) -> None:
+    """Test data straight to the file (no fsync: thousands of objects in a test must stay fast)."""
+    data = to_parquet_bytes(conform(table, SNAPSHOT_SCHEMA))
+    if isinstance(store, FileStore):
+        path = store.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    else:
+        store.put(key, data)
+
+
 def write_hours(store: ObjectStore, table: pa.Table) -> None:
     """One validated hourly partition per distinct snapshot hour (partition start = snapshot - 1 h)."""
     times = table.column("snapshot_time").cast(pa.int64()).to_numpy()
     for t in np.unique(times):
         start = datetime.fromtimestamp(int(t) / 1000, UTC) - HOUR
         part = table.filter(pa.compute.equal(table.column("snapshot_time").cast(pa.int64()), int(t)))
-        write_table(store, validated_key(Interval.starting(start)), part, SNAPSHOT_SCHEMA)
+        _write(store, validated_key(Interval.starting(start)), part)
 
 
 def write_days(store: ObjectStore, table: pa.Table) -> None:
@@ -99,7 +110,7 @@ def write_days(store: ObjectStore, table: pa.Table) -> None:
         part = table.filter(pa.array(days == d))
         day = date(1970, 1, 1) + timedelta(days=int(d))
         sorted_part = part.sort_by([(k, "ascending") for k in SNAPSHOT_KEY])
-        write_table(store, validated_daily_key(day), sorted_part, SNAPSHOT_SCHEMA)
+        _write(store, validated_daily_key(day), sorted_part)
 
 
 def make_ctx(root: Path, settings: Settings, interval: Interval) -> StageContext:

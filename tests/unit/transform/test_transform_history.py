@@ -1,0 +1,158 @@
+"""Lookback loading: only the window is read, complete past days are compacted, cost is flat in history length."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from cryptopipe.core.config import Settings
+from cryptopipe.core.errors import MissingInputError
+from cryptopipe.core.layout import HOUR, Interval, indicators_key, validated_daily_key, validated_key
+from cryptopipe.core.schema import SNAPSHOT_KEY
+from cryptopipe.core.storage import FileStore
+from cryptopipe.core.tables import read_table
+from cryptopipe.transform.history import HOURS_PER_DAY, load_history
+from cryptopipe.transform.stage import run
+from tests.unit.transform.builders import make_ctx, random_walks, series_table, write_days, write_hours
+
+LOOKBACK = 10
+INTERVAL = Interval.starting(datetime(2026, 3, 1, 13, tzinfo=UTC))  # snapshot 14:00, 14 hours into its day
+COINS = ["alpha", "beta", "gamma"]
+
+
+def lay_down(root: Path, days_of_history: int, *, compacted: bool) -> None:
+    """History ending with INTERVAL's partition: past days as compactions (or hours), today's hours as hours."""
+    hours = days_of_history * HOURS_PER_DAY + INTERVAL.start.hour + 1
+    first_snapshot = INTERVAL.end - (hours - 1) * HOUR
+    table = series_table(random_walks(COINS, hours), first_snapshot)
+    store = FileStore(root)
+    midnight = datetime(2026, 3, 1, 1, tzinfo=UTC)  # first snapshot of the interval's own day
+    times = table.column("snapshot_time")
+    past = table.filter(pc.less(times, pa.scalar(midnight, times.type)))
+    today = table.filter(pc.greater_equal(times, pa.scalar(midnight, times.type)))
+    (write_days if compacted else write_hours)(store, past)
+    write_hours(store, today)
+
+
+def run_once(root: Path, settings: Settings) -> dict[str, object]:
+    ctx = make_ctx(root, settings, INTERVAL)
+    run(ctx)
+    return ctx.result.metrics
+
+
+@pytest.fixture(scope="module")
+def long_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two years of history (daily compactions), laid down once for the module: only read by the tests."""
+    root = tmp_path_factory.mktemp("two_years")
+    lay_down(root, 730, compacted=True)
+    return root
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings], tmp_path: Path) -> Settings:
+    return make_settings(transform__lookback_days=LOOKBACK, transform__chart_top_n=0)
+
+
+def test_flat_cost_two_years_vs_lookback_only(tmp_path: Path, settings: Settings, long_root: Path) -> None:
+    short_root = tmp_path / "lookback_only"
+    lay_down(short_root, LOOKBACK, compacted=True)
+    assert len(FileStore(long_root).list("validated/")) > 700  # the long history really is there
+
+    long_metrics = run_once(long_root, settings)
+    short_metrics = run_once(short_root, settings)
+
+    assert long_metrics["rows_read"] == short_metrics["rows_read"]
+    assert long_metrics["objects_read"] == short_metrics["objects_read"]
+    assert long_metrics["objects_read"] <= LOOKBACK + HOURS_PER_DAY
+    # one object per past day in the window + the interval's day up to its hour
+    assert long_metrics["objects_read"] == LOOKBACK + INTERVAL.start.hour + 1
+    expected_rows = (LOOKBACK * HOURS_PER_DAY + INTERVAL.start.hour + 1) * len(COINS)
+    assert long_metrics["rows_read"] == expected_rows
+    # and the same numbers come out (the random walks share the seed, so the windows hold equal prices)
+    key = indicators_key(INTERVAL)
+    assert read_table(FileStore(long_root), key).num_rows == len(COINS)
+
+
+def test_indicators_identical_whatever_history_precedes_the_window(
+    tmp_path: Path, settings: Settings, long_root: Path
+) -> None:
+    """Same window prices, 2 years vs lookback-only: byte-identical indicators (nothing outside was used)."""
+    short_root = tmp_path / "short"
+    lay_down(short_root, LOOKBACK, compacted=True)
+    long_store, short_store = FileStore(long_root), FileStore(short_root)
+    # copy the long store's window objects into the short store so the two windows hold the same prices
+    for key in short_store.list("validated/"):
+        short_store.put(key, long_store.get(key))
+    run_once(long_root, settings)
+    run_once(short_root, settings)
+    key = indicators_key(INTERVAL)
+    assert long_store.get(key) == short_store.get(key)
+
+
+def test_hours_are_compacted_once_then_read_as_one_object(tmp_path: Path, settings: Settings) -> None:
+    root = tmp_path / "data"
+    lay_down(root, LOOKBACK + 2, compacted=False)
+    first = run_once(root, settings)
+    assert first["compactions_written"] == LOOKBACK  # every full past day the window touches
+    assert first["objects_read"] == LOOKBACK * HOURS_PER_DAY + INTERVAL.start.hour + 1
+    before = FileStore(root).get(indicators_key(INTERVAL))
+
+    second = run_once(root, settings)
+    assert second["compactions_written"] == 0
+    assert second["objects_read"] == LOOKBACK + INTERVAL.start.hour + 1
+    assert second["rows_read"] == first["rows_read"]
+    assert FileStore(root).get(indicators_key(INTERVAL)) == before
+
+
+def test_compaction_is_the_sorted_concatenation_of_the_day(tmp_path: Path, settings: Settings) -> None:
+    root = tmp_path / "data"
+    lay_down(root, LOOKBACK, compacted=False)
+    store = FileStore(root)
+    day = INTERVAL.start.date() - timedelta(days=2)
+    hours = [read_table(store, k) for k in store.list(f"validated/market_snapshots/date={day}/")]
+    run_once(root, settings)
+    compacted = read_table(store, validated_daily_key(day))
+    expected = pa.concat_tables(hours).sort_by([(k, "ascending") for k in SNAPSHOT_KEY])
+    assert len(hours) == HOURS_PER_DAY
+    assert compacted.equals(expected)
+
+
+def test_incomplete_day_is_read_by_the_hour_and_not_compacted(tmp_path: Path, settings: Settings) -> None:
+    root = tmp_path / "data"
+    lay_down(root, LOOKBACK, compacted=False)
+    store = FileStore(root)
+    day = INTERVAL.start.date() - timedelta(days=3)
+    store.delete(validated_key(Interval.starting(datetime(day.year, day.month, day.day, 5, tzinfo=UTC))))
+    metrics = run_once(root, settings)
+    assert not store.exists(validated_daily_key(day))
+    assert store.exists(validated_daily_key(day + timedelta(days=1)))
+    again = run_once(root, settings)
+    assert again["objects_read"] == (LOOKBACK - 1) + (HOURS_PER_DAY - 1) + INTERVAL.start.hour + 1
+    assert again["rows_read"] == metrics["rows_read"]
+
+
+def test_window_excludes_older_rows_and_later_hours(tmp_path: Path, settings: Settings) -> None:
+    root = tmp_path / "data"
+    lay_down(root, LOOKBACK + 3, compacted=True)
+    # an hour after the interval exists (a rerun of an old interval): it must not be read
+    later = series_table({c: [1.0] for c in COINS}, INTERVAL.end + HOUR)
+    write_hours(FileStore(root), later)
+    history = load_history(make_ctx(root, settings, INTERVAL), LOOKBACK)
+    times = history.table.column("snapshot_time").to_pylist()
+    assert min(times) == INTERVAL.end - timedelta(days=LOOKBACK) + HOUR
+    assert max(times) == INTERVAL.end
+    assert history.table.num_rows == LOOKBACK * HOURS_PER_DAY * len(COINS)
+    assert history.current.num_rows == len(COINS)
+
+
+def test_missing_current_partition_is_missing_input(tmp_path: Path, settings: Settings) -> None:
+    root = tmp_path / "data"
+    lay_down(root, LOOKBACK, compacted=True)
+    FileStore(root).delete(validated_key(INTERVAL))
+    with pytest.raises(MissingInputError, match=r"validated/market_snapshots/date=2026-03-01/hour=13"):
+        run_once(root, settings)
