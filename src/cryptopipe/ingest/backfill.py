@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import json
 import logging
@@ -25,7 +26,6 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
-import numpy as np
 import pyarrow as pa
 
 from cryptopipe.core.coingecko import (
@@ -261,11 +261,11 @@ class Backfill:
         table = conform(table, SNAPSHOT_SCHEMA).sort_by(
             [("snapshot_time", "ascending"), ("coin_id", "ascending"), ("vs_currency", "ascending")]
         )
-        stamps = table.column("snapshot_time").cast(pa.int64()).to_numpy()
+        stamps = table.column("snapshot_time").cast(pa.int64()).to_pylist()  # no numpy in the ingest image
         written = []
         for iv in todo:
             target = int(iv.snapshot_time.timestamp() * 1000)
-            lo, hi = np.searchsorted(stamps, target, "left"), np.searchsorted(stamps, target, "right")
+            lo, hi = bisect.bisect_left(stamps, target), bisect.bisect_right(stamps, target)
             if lo == hi:
                 self.summary.hours_without_data += 1
                 continue
@@ -276,7 +276,7 @@ class Backfill:
                 self.summary.hours_existing += 1
                 continue
             self.summary.hours_written += 1
-            self.summary.rows += int(hi - lo)
+            self.summary.rows += hi - lo
             written.append(iv)
         return written
 
