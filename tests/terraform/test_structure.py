@@ -357,7 +357,15 @@ def test_secret_values_never_enter_terraform_state() -> None:
     resources = typed_blocks(_parsed(MODULES_DIR / "secrets"), "resource")
     assert resources["aws_secretsmanager_secret"]["this"]["kms_key_id"] == "${aws_kms_key.secrets.arn}"
     local_values = locals_of(_parsed(MODULES_DIR / "secrets"))
-    assert set(local_values["secrets"]) == {"coingecko_api_key", "slack_webhook_url"}
+    assert set(local_values["secrets"]) == {
+        "coingecko_api_key",
+        "slack_webhook_url",
+        "airflow_fernet_key",
+        "airflow_jwt_secret",
+        "airflow_api_secret_key",
+        "airflow_redis_password",
+        "airflow_broker_url",
+    }
 
 
 def test_eks_private_endpoint_logging_secrets_encryption_pod_identity() -> None:

@@ -30,12 +30,12 @@ output "ecr_repository_urls" {
 
 output "storage_uri" {
   description = "storage.uri of the pipeline (CRYPTOPIPE_STORAGE__URI) and PIPELINE_STORAGE_URI of Airflow."
-  value       = "s3://${module.s3.datalake_bucket_name}/"
+  value       = "s3://${module.s3.datalake_bucket_name}"
 }
 
 output "storage_archive_uri" {
   description = "storage.archive_uri of the pipeline (CRYPTOPIPE_STORAGE__ARCHIVE_URI)."
-  value       = "s3://${module.s3.archive_bucket_name}/archive/"
+  value       = "s3://${module.s3.archive_bucket_name}/archive"
 }
 
 output "airflow_remote_base_log_folder" {
@@ -51,6 +51,11 @@ output "bucket_names" {
     airflow_logs = module.s3.airflow_logs_bucket_name
     access_logs  = module.s3.access_logs_bucket_name
   }
+}
+
+output "database_subnet_cidrs" {
+  description = "CIDRs of the database subnets: the egress allowed to task pods by the chart's network policy (networkPolicy.warehouse.cidrs)."
+  value       = module.network.database_subnet_cidrs
 }
 
 output "rds_address" {
@@ -74,7 +79,7 @@ output "rds_master_secret_arn" {
 }
 
 output "secret_names" {
-  description = "Secrets Manager names External Secrets reads: coingecko_api_key, slack_webhook_url (values are put by an operator)."
+  description = "Secrets Manager names External Secrets reads, by purpose: coingecko_api_key, slack_webhook_url, airflow_* (values are put by an operator)."
   value       = module.secrets.secret_names
 }
 
@@ -94,8 +99,8 @@ output "helm_handover" {
     region                         = var.region
     cluster_name                   = module.eks.cluster_name
     image_registry                 = module.ecr.registry
-    storage_uri                    = "s3://${module.s3.datalake_bucket_name}/"
-    storage_archive_uri            = "s3://${module.s3.archive_bucket_name}/archive/"
+    storage_uri                    = "s3://${module.s3.datalake_bucket_name}"
+    storage_archive_uri            = "s3://${module.s3.archive_bucket_name}/archive"
     airflow_remote_base_log_folder = "s3://${module.s3.airflow_logs_bucket_name}/logs"
     rds_address                    = module.rds.address
     rds_port                       = module.rds.port
@@ -103,5 +108,7 @@ output "helm_handover" {
     rds_master_secret_arn          = module.rds.master_user_secret_arn
     coingecko_api_key_secret       = module.secrets.secret_names["coingecko_api_key"]
     slack_webhook_url_secret       = module.secrets.secret_names["slack_webhook_url"]
+    airflow_secret_names           = { for k, v in module.secrets.secret_names : k => v if startswith(k, "airflow_") }
+    database_subnet_cidrs          = module.network.database_subnet_cidrs
   }
 }

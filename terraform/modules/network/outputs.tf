@@ -28,6 +28,11 @@ output "database_subnet_ids" {
   value       = module.vpc.database_subnets
 }
 
+output "database_subnet_cidrs" {
+  description = "IPv4 CIDRs of the database subnets (for network policies allowing egress to PostgreSQL)."
+  value       = module.vpc.database_subnets_cidr_blocks
+}
+
 output "nat_public_ips" {
   description = "Public IPs of the NAT gateways (egress addresses of the cluster, e.g. for allow-lists)."
   value       = module.vpc.nat_public_ips

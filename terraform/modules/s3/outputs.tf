@@ -1,5 +1,5 @@
 output "datalake_bucket_name" {
-  description = "Name of the data-lake bucket (storage.uri = s3://<name>/)."
+  description = "Name of the data-lake bucket (storage.uri = s3://<name>)."
   value       = aws_s3_bucket.this["datalake"].id
 }
 
@@ -9,7 +9,7 @@ output "datalake_bucket_arn" {
 }
 
 output "archive_bucket_name" {
-  description = "Name of the archive bucket (storage.archive_uri = s3://<name>/archive/)."
+  description = "Name of the archive bucket (storage.archive_uri = s3://<name>/archive)."
   value       = aws_s3_bucket.this["archive"].id
 }
 

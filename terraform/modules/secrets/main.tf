@@ -3,7 +3,8 @@ data "aws_partition" "current" {}
 
 locals {
   # Secret containers only: values are put by an operator (docs/deploy-eks.md), never by Terraform, so
-  # they never land in the Terraform state. External Secrets maps them to the keys of cryptopipe-secrets.
+  # they never land in the Terraform state. External Secrets maps them to cryptopipe-secrets and to the
+  # Secrets the Airflow chart reads.
   secrets = {
     coingecko_api_key = {
       suffix      = "coingecko-api-key"
@@ -12,6 +13,27 @@ locals {
     slack_webhook_url = {
       suffix      = "slack-webhook-url"
       description = "Slack incoming-webhook URL for alerts (CRYPTOPIPE_ALERTS__SLACK_WEBHOOK_URL and Airflow connection slack_alerts): plain string"
+    }
+    # Airflow's own secrets (charts/crypto-pipeline values-eks.yaml, airflowSecrets.externalSecrets.static).
+    airflow_fernet_key = {
+      suffix      = "airflow-fernet-key"
+      description = "Airflow Fernet key encrypting connections and variables: plain string"
+    }
+    airflow_jwt_secret = {
+      suffix      = "airflow-jwt-secret"
+      description = "Airflow JWT signing secret of the Execution and REST APIs: plain string"
+    }
+    airflow_api_secret_key = {
+      suffix      = "airflow-api-secret-key"
+      description = "Airflow API server session secret: plain string"
+    }
+    airflow_redis_password = {
+      suffix      = "airflow-redis-password"
+      description = "Celery broker (Redis) password: plain string"
+    }
+    airflow_broker_url = {
+      suffix      = "airflow-broker-url"
+      description = "Celery broker URL including the Redis password: plain string"
     }
   }
 }
@@ -46,7 +68,7 @@ resource "aws_kms_alias" "secrets" {
 
 resource "aws_secretsmanager_secret" "this" {
   for_each = local.secrets
-  #checkov:skip=CKV2_AWS_57:Third-party credentials (CoinGecko key, Slack webhook) cannot be rotated by a Secrets Manager rotation Lambda; they are rotated at the provider and re-put (docs/deploy-eks.md).
+  #checkov:skip=CKV2_AWS_57:Third-party credentials (CoinGecko key, Slack webhook) and Airflow's keys cannot be rotated by a Secrets Manager rotation Lambda without restarting Airflow; they are rotated by an operator (docs/deploy-eks.md).
 
   name                    = "${var.name}/${each.value.suffix}"
   description             = each.value.description

@@ -1,5 +1,5 @@
 output "secret_arns" {
-  description = "Secrets Manager secret ARN per purpose (coingecko_api_key, slack_webhook_url)."
+  description = "Secrets Manager secret ARN per purpose (coingecko_api_key, slack_webhook_url, airflow_*)."
   value       = { for k, s in aws_secretsmanager_secret.this : k => s.arn }
 }
 
