@@ -200,7 +200,10 @@ def _adopt(ctx: StageContext, request: PageRequest, key: str) -> Page | None:
         return None
     side = ctx.store.get_or_none(sidecar_key(key))
     if side is not None:
-        params = json.loads(side).get("request", {}).get("params")
+        try:
+            params = json.loads(side).get("request", {}).get("params")
+        except (json.JSONDecodeError, AttributeError) as exc:
+            raise StorageError(f"{ctx.store.url(sidecar_key(key))} is not a valid sidecar ({exc})") from exc
         if params != request.params:
             raise WriteConflictError(
                 f"{ctx.store.url(key)} was fetched with other parameters ({params}) than the configuration now "

@@ -80,3 +80,24 @@ def test_assemble_keeps_first_of_a_repeated_coin_and_reports(monkeypatch: pytest
     assert out.duplicates_dropped == 1
     assert out.ids_in_top == 1
     assert out.missing_ids == ["gone/usd"]
+
+
+def test_ingest_code_runs_without_numpy_or_pandas() -> None:
+    """The ingest image installs neither: importing and using the parsers must not need them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['numpy'] = None; sys.modules['pandas'] = None\n"
+        "import cryptopipe.ingest.stage, cryptopipe.ingest.backfill\n"
+        "from cryptopipe.core.coingecko import rows_to_table, parse_markets_page\n"
+        "from datetime import datetime, UTC\n"
+        "item = {'id': 'a', 'symbol': 'a', 'name': 'A', 'current_price': 1, 'market_cap': 1,"
+        " 'total_volume': 1, 'last_updated': '2026-01-01T00:00:00Z'}\n"
+        "rows = parse_markets_page([item], vs_currency='usd', snapshot_time=datetime.now(UTC), source_key='k').rows\n"
+        "t = rows_to_table(rows).sort_by([('coin_id', 'ascending')])\n"
+        "print(t.column('snapshot_time').cast('int64').to_pylist() and 'ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
