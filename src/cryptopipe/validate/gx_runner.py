@@ -138,9 +138,14 @@ def run_checks(
         context = gx.get_context(mode="ephemeral", project_config=config)
         batch = context.data_sources.add_pandas("staging").add_dataframe_asset(ASSET_NAME)
         batch_definition = batch.add_batch_definition_whole_dataframe("interval")
-        suite = context.suites.add(gx.ExpectationSuite(name=SUITE_NAME, meta={"suite_version": SUITE_VERSION}))
-        for check in checks:
-            suite.add_expectation(_expectation(gx, check))
+        # All expectations at construction: suite.add_expectation re-serializes the whole suite on every call.
+        suite = context.suites.add(
+            gx.ExpectationSuite(
+                name=SUITE_NAME,
+                expectations=[_expectation(gx, check) for check in checks],
+                meta={"suite_version": SUITE_VERSION},
+            )
+        )
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=f"{SUITE_NAME}-{run_name}", data=batch_definition, suite=suite)
         )

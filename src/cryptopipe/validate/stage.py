@@ -43,10 +43,10 @@ def _sorted(table: pa.Table) -> pa.Table:
 def _split(table: pa.Table, verdict: Verdict) -> tuple[pa.Table, pa.Table]:
     """(validated, quarantine) tables, each conformed to its schema and sorted by key."""
     bad = set(verdict.row_reasons)
-    good_rows = [i for i in range(table.num_rows) if i not in bad]
+    good_rows = pa.array([i for i in range(table.num_rows) if i not in bad], pa.int64())
     bad_rows = verdict.quarantined_rows
     validated = _sorted(conform(table.take(good_rows), SNAPSHOT_SCHEMA))
-    quarantined = conform(table.take(bad_rows), SNAPSHOT_SCHEMA).append_column(
+    quarantined = conform(table.take(pa.array(bad_rows, pa.int64())), SNAPSHOT_SCHEMA).append_column(
         "reasons", pa.array([",".join(verdict.row_reasons[i]) for i in bad_rows], pa.string())
     )
     return validated, _sorted(conform(quarantined, QUARANTINE_SCHEMA))

@@ -83,7 +83,7 @@ def coins_asked(settings: Settings, table: pa.Table, currency: str) -> int:
     if top_n and {"coin_id", "vs_currency", "market_cap_rank"} <= set(table.column_names):
         try:
             mask = pc.and_(pc.equal(table["vs_currency"], currency), pc.less_equal(table["market_cap_rank"], top_n))
-            in_top = {str(c) for c in table.filter(pc.fill_null(mask, value=False))["coin_id"].to_pylist()}
+            in_top = {str(c) for c in table.filter(pc.fill_null(mask, False))["coin_id"].to_pylist()}
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # mistyped columns: the type checks report it
             in_top = set()
     return top_n + sum(1 for coin in settings.coins.ids if coin not in in_top)
