@@ -86,7 +86,11 @@ def _number(mapping: Mapping[str, Any], *names: str) -> float | None:
 
 
 def quality_summary(report_bytes: bytes | None) -> dict[str, Any]:
-    """Score, warning count and quarantined rows from validate's quality report; nulls when it is absent."""
+    """Score, warning count and quarantined rows from validate's quality report; nulls when it is absent.
+
+    validate writes ``{"quality_score": {"value": s}, "summary": {"warning_failures": n, "rows_quarantined": m}}``
+    (src/cryptopipe/validate/report.py): ``warnings`` is the number of warning expectations that failed.
+    """
     empty: dict[str, Any] = {"score": None, "warnings": None, "quarantined_rows": None}
     if report_bytes is None:
         return empty
@@ -97,10 +101,10 @@ def quality_summary(report_bytes: bytes | None) -> dict[str, Any]:
     if not isinstance(report, dict):
         return empty
     summary = report.get("summary") if isinstance(report.get("summary"), dict) else {}
-    merged = {**report, **summary}
-    score = _number(merged, "quality_score", "score")
-    warnings = _number(merged, "warnings", "warning_count", "failed_warnings", "warning_failures")
-    quarantined = _number(merged, "quarantined_rows", "rows_quarantined", "quarantine_rows")
+    score_field = report.get("quality_score")
+    score = _number(score_field, "value") if isinstance(score_field, dict) else _number(report, "quality_score")
+    warnings = _number(summary, "warning_failures", "warnings")
+    quarantined = _number(summary, "rows_quarantined", "quarantined_rows")
     return {
         "score": None if score is None else float(score),
         "warnings": None if warnings is None else int(warnings),

@@ -127,7 +127,11 @@ def test_alerts_record_shape(planted: tuple[Path, FileStore], settings: Settings
 
 def test_quality_summary_comes_from_the_validate_report(planted: tuple[Path, FileStore], settings: Settings) -> None:
     root, store = planted
-    report = {"summary": {"quality_score": 0.97, "warnings": 3, "quarantined_rows": 2}, "expectations": []}
+    report = {  # the shape validate writes (src/cryptopipe/validate/report.py)
+        "summary": {"gate": "passed_with_warnings", "rows_quarantined": 2, "warning_failures": 3},
+        "quality_score": {"value": 0.97, "definition": "..."},
+        "expectations": [],
+    }
     store.put(quality_report_key(INTERVAL), json.dumps(report).encode())
     run_stage(root, settings)
     alerts = json.loads(store.get(alerts_key(INTERVAL)))
@@ -137,7 +141,7 @@ def test_quality_summary_comes_from_the_validate_report(planted: tuple[Path, Fil
 def test_quality_summary_tolerates_bad_reports() -> None:
     assert quality_summary(b"not json")["score"] is None
     assert quality_summary(b"[1, 2]")["warnings"] is None
-    assert quality_summary(b'{"quality_score": 1, "warnings": 0}') == {
+    assert quality_summary(b'{"quality_score": 1, "summary": {"warning_failures": 0}}') == {
         "score": 1.0,
         "warnings": 0,
         "quarantined_rows": None,
