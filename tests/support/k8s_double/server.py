@@ -126,6 +126,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, ApiError(400, "BadRequest", f"unable to parse requirement: {exc}").status())
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        except Exception as exc:  # a bug in the double: answer 500 naming it rather than hang the client
+            if self.recorded.status:  # a stream had started: the client sees it cut short
+                self.close_connection = True
+                raise
+            message = f"Kubernetes API test double error on {method} {url.path}: {exc!r}"
+            self._send_json(500, ApiError(500, "InternalError", message).status())
+            raise
 
     def _send_json(self, code: int, body: Any) -> None:
         data = json.dumps(body).encode()
