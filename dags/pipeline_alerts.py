@@ -80,10 +80,12 @@ def format_alert_message(alerts: dict[str, Any], dag_id: str) -> str | None:
         )
     ]
     for anomaly in anomalies[:MAX_LISTED_ANOMALIES]:
+        details = [f"threshold {_number(anomaly.get('threshold'))}", f"window {anomaly.get('window', '?')}"]
+        if anomaly.get("z") is not None:  # a move anomaly has no z-score
+            details.append(f"z {_number(anomaly['z'])}")
         lines.append(
             f"• {anomaly.get('coin_id', '?')} {anomaly.get('metric', '?')} = {_number(anomaly.get('value'))} "
-            f"(threshold {_number(anomaly.get('threshold'))}, window {anomaly.get('window', '?')}, "
-            f"z {_number(anomaly.get('z'))})"
+            f"({', '.join(details)})"
         )
     if len(anomalies) > MAX_LISTED_ANOMALIES:
         lines.append(f"… and {len(anomalies) - MAX_LISTED_ANOMALIES} more")

@@ -84,6 +84,14 @@ def test_message_is_concise_and_complete() -> None:
     assert len(lines) == 1 + MAX_LISTED_ANOMALIES + 2
 
 
+def test_anomaly_without_z_score_omits_it() -> None:
+    doc = alerts_doc(anomalies=1)
+    doc["anomalies"][0]["z"] = None
+    message = format_alert_message(doc, "dag_x")
+    assert message is not None
+    assert "• coin-0 change_1h_pct = -6.25 (threshold 5, window 1h)" in message.splitlines()
+
+
 def test_no_message_without_anomalies_or_warnings() -> None:
     assert format_alert_message(alerts_doc(anomalies=0, warnings=0), "dag_x") is None
     only_warnings = format_alert_message(alerts_doc(anomalies=0, warnings=1), "dag_x")
