@@ -1,0 +1,53 @@
+"""Run one stage over consecutive hourly intervals in a fresh process and report times and peak memory.
+
+``python -m bench.stage_worker STAGE START_ISO HOURS`` with the CRYPTOPIPE_* environment already set; prints
+one JSON line: per-interval seconds (execute_stage, in-process), the stage's metrics, the import time and the
+process's peak RSS (getrusage ru_maxrss). A separate process per stage is what makes the peak memory per stage.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from datetime import datetime
+
+from bench.common import quiet_logger
+
+
+def main(argv: list[str]) -> int:
+    stage, start, hours = argv[0], datetime.fromisoformat(argv[1]), int(argv[2])
+    began = time.perf_counter()
+    from cryptopipe.cli import load_stage
+    from cryptopipe.core.config import load_settings
+    from cryptopipe.core.layout import HOUR, Interval
+    from cryptopipe.core.stage import execute_stage
+
+    fn = load_stage(stage)
+    settings = load_settings()
+    imported = time.perf_counter() - began
+    log = quiet_logger()
+    seconds, metrics = [], []
+    for i in range(hours):
+        interval = Interval.starting(start + i * HOUR)
+        result = execute_stage(stage, fn, settings, interval, log)
+        seconds.append(result.duration_seconds)
+        metrics.append({k: v for k, v in result.metrics.items() if isinstance(v, int | float)})
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps(
+            {
+                "stage": stage,
+                "seconds": seconds,
+                "metrics": metrics,
+                "import_seconds": imported,
+                "peak_rss_mib": round(peak_kib / 1024, 1),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

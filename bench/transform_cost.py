@@ -1,0 +1,152 @@
+"""Benchmark 1: the cost of one hourly transform run against the length of history present, vs the CSV baseline.
+
+Ours: the real ``cryptopipe.transform.stage.run`` through ``execute_stage`` (in-process, imports warm: a pod's
+one-off interpreter start is measured separately as ``cli_cold_seconds``), on a file store holding the generated
+validated layout. The transform reads its lookback (``transform.lookback_days``, 100 by default) from daily
+compactions + the day's hourly partitions, whatever the total history is.
+Baseline: one CSV with all history, loaded fully and every statistic recomputed over it (bench/baseline.py).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.baseline import run_baseline, write_history_csv
+from bench.common import BenchConfig, Result, Target, environment, median, pipeline_env, quiet_logger, repeat
+from bench.datagen import Spec, cached_dataset, materialise
+
+HISTORIES = {"2 weeks": 14, "6 months": 182, "2 years": 730, "5 years": 1826}
+SMOKE_HISTORIES = {"2 days": 2, "10 days": 10}
+FLATNESS_TARGET = 1.3
+SPEEDUP_TARGET = 20.0
+
+
+def _ours(cfg: BenchConfig, store: Path, spec: Spec, *, charts: bool = True) -> dict[str, Any]:
+    from cryptopipe.core.config import load_settings
+    from cryptopipe.core.stage import execute_stage
+    from cryptopipe.transform.stage import run as transform
+
+    log = quiet_logger()
+    extra = {} if charts else {"CRYPTOPIPE_TRANSFORM__CHART_TOP_N": "0"}
+    with environment(pipeline_env(store, coins=cfg.coins, **extra)):
+        settings = load_settings()
+
+        def once() -> Any:
+            return execute_stage("transform", transform, settings, spec.interval, log)
+
+        times, result = repeat(once, cfg.runs, warmup=1)
+        cold = _cli_cold(spec) if charts else None
+    return {
+        "times": times,
+        "rows_read": result.metrics["rows_read"],
+        "objects_read": result.metrics["objects_read"],
+        "rows_out": result.metrics["rows"],
+        "lookback_days": settings.transform.lookback_days,
+        "cli_cold_seconds": cold,
+    }
+
+
+def _cli_cold(spec: Spec) -> float:
+    """One ``cryptopipe transform`` process, start to exit (what a pod pays on top of the stage itself)."""
+    began = time.perf_counter()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cryptopipe.cli",
+            "transform",
+            "--interval-start",
+            spec.interval.start.isoformat(),
+            "--interval-end",
+            spec.interval.end.isoformat(),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    seconds = time.perf_counter() - began
+    if proc.returncode != 0:
+        raise RuntimeError(f"cryptopipe transform exited {proc.returncode}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    return round(seconds, 3)
+
+
+def _baseline(cfg: BenchConfig, data_root: Path) -> dict[str, Any]:
+    csv_path = data_root / "history.csv"
+    if not csv_path.exists():
+        files = sorted((data_root / "validated").rglob("*.parquet"))
+        write_history_csv(files, csv_path)
+    runs = max(1, min(cfg.baseline_runs, cfg.runs))
+    times, summary = repeat(lambda: run_baseline(csv_path), runs, warmup=0)
+    return {"times": times, "rows_read": summary["rows_read"], "csv_bytes": csv_path.stat().st_size}
+
+
+def run(cfg: BenchConfig) -> Result:
+    result = Result("transform_cost", "Per-run transform cost vs history length (ours vs the CSV baseline)")
+    histories = SMOKE_HISTORIES if cfg.smoke else HISTORIES
+    rows = []
+    for label, days in histories.items():
+        spec = Spec(seed=cfg.seed, coins=cfg.coins, days=days)
+        data = cached_dataset(spec, cfg.cache)
+        store = materialise(data, cfg.work / f"transform-{days}d")
+        ours = _ours(cfg, store, spec)
+        bare = _ours(cfg, store, spec, charts=False)
+        base = _baseline(cfg, data.root)
+        rows.append(
+            {
+                "history": label,
+                "history_rows": data.rows,
+                "ours_median_s": median(ours["times"]),
+                "ours_rows_read": ours["rows_read"],
+                "ours_objects_read": ours["objects_read"],
+                "ours_cli_cold_s": ours["cli_cold_seconds"],
+                "ours_no_charts_median_s": median(bare["times"]),
+                "baseline_median_s": median(base["times"]),
+                "baseline_rows_read": base["rows_read"],
+                "baseline_csv_mb": round(base["csv_bytes"] / 1e6, 1),
+                "speedup": round(median(base["times"]) / median(ours["times"]), 1),
+                "speedup_no_charts": round(median(base["times"]) / median(bare["times"]), 1),
+                "ours_runs_s": ours["times"],
+                "baseline_runs_s": base["times"],
+            }
+        )
+        result.runs = cfg.runs
+    result.tables["per history length"] = rows
+    first, last = rows[0], rows[-1]
+    flat = round(last["ours_median_s"] / first["ours_median_s"], 2)
+    result.targets = [
+        Target(
+            f"ours at {last['history']} / ours at {first['history']}",
+            f"<= {FLATNESS_TARGET}x",
+            flat,
+            "x",
+            flat <= FLATNESS_TARGET,
+            note=f"{last['ours_median_s']} s vs {first['ours_median_s']} s",
+        ),
+        Target(
+            f"baseline / ours at {last['history']}",
+            f">= {SPEEDUP_TARGET:.0f}x",
+            last["speedup"],
+            "x",
+            last["speedup"] >= SPEEDUP_TARGET,
+            baseline=last["baseline_median_s"],
+            note=f"ours {last['ours_median_s']} s, baseline {last['baseline_median_s']} s",
+        ),
+    ]
+    result.data = {
+        "coins": cfg.coins,
+        "histories": {r["history"]: r["history_rows"] for r in rows},
+        "lookback_days": ours["lookback_days"],
+    }
+    result.notes.append(
+        "ours = the real transform stage via execute_stage, in-process with imports warm (median of "
+        f"{cfg.runs} after 1 warm-up); ours_cli_cold_s = one `cryptopipe transform` process end to end "
+        "(interpreter + imports + run), what a pod pays; baseline = pandas read_csv of the whole appended CSV + "
+        "SMA/EMA(7d,30d,90d), RSI 14, Bollinger 20, 7d volatility per coin "
+        f"(median of {max(1, min(cfg.baseline_runs, cfg.runs))}). ours_no_charts = the same stage with "
+        "transform.chart_top_n=0 (no PNG report): like for like with the baseline, which draws no charts."
+    )
+    return result
