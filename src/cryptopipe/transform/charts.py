@@ -3,7 +3,8 @@
 Charted: every (coin, quote currency) with an anomaly at the snapshot (at most MAX_ANOMALY_CHARTS, largest
 |value| / threshold first, so a market-wide crash does not turn one run into hundreds of charts), plus the top
 ``transform.chart_top_n`` coins by market cap in the first quote currency. Each chart: price over the lookback
-with SMA 7d, SMA 30d and Bollinger bands (20, 2), hours that would have been anomalies marked, RSI-14 below.
+with SMA 7d, SMA 30d and Bollinger bands (20, 2), hours whose z-score or 1h move crossed the thresholds marked,
+the snapshot starred when it has an anomaly, RSI-14 below.
 
 matplotlib is imported lazily (Agg canvas via the Figure API, no pyplot global state), under the default style
 whatever the local matplotlibrc says, and PNGs are saved without the Software tag: same inputs, same bytes.
@@ -61,7 +62,9 @@ def _on_grid(values: np.ndarray, start: int, length: int) -> np.ndarray:
     return full
 
 
-def render_chart(grid: Grid, s: int, params: Params, alerts: AlertSettings, title: str) -> bytes:
+def render_chart(
+    grid: Grid, s: int, params: Params, alerts: AlertSettings, title: str, *, snapshot_anomaly: bool = False
+) -> bytes:
     import matplotlib as mpl
     from matplotlib.figure import Figure
 
@@ -84,7 +87,9 @@ def render_chart(grid: Grid, s: int, params: Params, alerts: AlertSettings, titl
         upper, lower = _on_grid(values["bb_upper"], start, n), _on_grid(values["bb_lower"], start, n)
         top.fill_between(times, lower, upper, color="tab:gray", alpha=0.25, linewidth=0, label="Bollinger (20, 2)")
         marks = np.flatnonzero(flagged)
-        top.scatter(times[marks], price[marks], color="red", s=14, zorder=3, label="anomaly")
+        top.scatter(times[marks], price[marks], color="red", s=14, zorder=3, label="|z| or 1h move over threshold")
+        if snapshot_anomaly:
+            top.scatter(times[-1:], price[-1:], color="red", marker="*", s=160, zorder=4, label="anomaly now")
         top.set_title(title)
         top.legend(loc="upper left", fontsize=8)
         top.grid(alpha=0.3)

@@ -34,14 +34,11 @@ def run(ctx: StageContext) -> None:
     title = f"Crypto market report {iso_z(interval.start)} → {iso_z(interval.end)}"
     charts = choose_charts(table.to_pylist(), anomalies, settings.quote_currencies[0], settings.transform.chart_top_n)
     index = grid.series_index()
+    flagged = {(a["coin_id"], a["vs_currency"]) for a in anomalies}
     for chart in charts:
-        png = render_chart(
-            grid,
-            index[(chart.coin_id, chart.vs_currency)],
-            params,
-            settings.alerts,
-            f"{chart.coin_id} / {chart.vs_currency} — {iso_z(interval.end)}",
-        )
+        key = (chart.coin_id, chart.vs_currency)
+        chart_title = f"{chart.coin_id} / {chart.vs_currency} — {iso_z(interval.end)}"
+        png = render_chart(grid, index[key], params, settings.alerts, chart_title, snapshot_anomaly=key in flagged)
         ctx.put(prefix + chart.filename, png, "image/png")
     ctx.put(prefix + "index.html", index_html(title, charts, anomalies), "text/html; charset=utf-8")
     report_uri = ctx.store.url(prefix + "index.html")

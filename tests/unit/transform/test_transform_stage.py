@@ -29,6 +29,7 @@ from cryptopipe.core.stage import execute_stage, json_bytes, run_record_key
 from cryptopipe.core.storage import FileStore
 from cryptopipe.core.tables import read_table, write_table
 from cryptopipe.transform.anomalies import quality_summary
+from cryptopipe.transform.charts import MAX_ANOMALY_CHARTS, choose_charts
 from cryptopipe.transform.schema import INDICATORS_SCHEMA
 from cryptopipe.transform.stage import run
 from tests.unit.transform.builders import (
@@ -167,6 +168,7 @@ def test_charts_and_index(planted: tuple[Path, FileStore], settings: Settings) -
     assert "charts/whale.png" in charts and "charts/jumpy.png" in charts and "charts/told.png" in charts
     assert metrics["charts"] == len(charts)
     index = store.get(prefix + "index.html").decode()
+    assert "<title>Crypto market report 2026-03-01T13:00:00Z → 2026-03-01T14:00:00Z</title>" in index
     for chart in charts:
         assert store.get(prefix + chart).startswith(b"\x89PNG\r\n\x1a\n")
         assert f'src="{chart}"' in index
@@ -240,3 +242,25 @@ def test_250_coins_100_days_runs_in_seconds(tmp_path: Path, make_settings: Calla
     assert ctx.result.metrics["rows"] == 250
     assert ctx.result.metrics["rows_read"] == 250 * hours
     assert elapsed < 30, f"transform of 250 coins x 100 days took {elapsed:.1f} s"
+
+
+def test_chart_choice_caps_anomaly_charts_and_adds_top_coins() -> None:
+    anomalies = [
+        {"coin_id": f"c{i:02d}", "vs_currency": "usd", "metric": "move_1h_pct", "value": 6.0 + i, "threshold": 5.0}
+        for i in range(MAX_ANOMALY_CHARTS + 5)
+    ] + [{"coin_id": "e", "vs_currency": "eur", "metric": "zscore_1h", "value": -99.0, "threshold": 4.0}]
+    rows = [
+        {"coin_id": "big", "vs_currency": "usd", "market_cap": 9e9},
+        {"coin_id": "mid", "vs_currency": "usd", "market_cap": 5e9},
+        {"coin_id": "big", "vs_currency": "eur", "market_cap": 8e12},  # not the first quote currency
+        {"coin_id": "nocap", "vs_currency": "usd", "market_cap": None},
+    ]
+    specs = choose_charts(rows, anomalies, "usd", top_n=2)
+    anomaly_specs = [c for c in specs if c.reason == "anomaly"]
+    assert len(anomaly_specs) == MAX_ANOMALY_CHARTS
+    assert ("e", "eur", "charts/e.eur.png") in {(c.coin_id, c.vs_currency, c.filename) for c in anomaly_specs}
+    assert "c00" not in {c.coin_id for c in anomaly_specs}  # the mildest ones are left out
+    assert {(c.coin_id, c.filename) for c in specs if c.reason == "top 2"} == {
+        ("big", "charts/big.png"),
+        ("mid", "charts/mid.png"),
+    }
