@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     with ReplayServer() as server:
         # The replay server is local: no need to ration calls as for the real API.
         os.environ["CRYPTOPIPE_API__BASE_URL"] = server.url
-        os.environ.setdefault("CRYPTOPIPE_API__RATE_LIMIT_PER_MINUTE", "60000")
+        os.environ.setdefault("CRYPTOPIPE_API__RATE_LIMIT_PER_MINUTE", "1000")
         try:
             settings = load_settings()
             now_hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)

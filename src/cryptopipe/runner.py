@@ -29,6 +29,13 @@ def intervals_from_args(start: str | None, end: str | None, last: int | None) ->
     return hourly_intervals(now_hour - count * HOUR, now_hour)
 
 
+# The few numbers a person scans for in the summary; every metric is in the run records (runs/...).
+SUMMARY_METRICS = (
+    "pages", "retries", "missing_ids", "quality_score", "rows_quarantined", "warnings",
+    "anomalies", "charts", "rows_read", "warehouse_rows", "archived_objects", "retention_deleted",
+)  # fmt: skip
+
+
 @dataclass
 class RunSummary:
     storage_uri: str
@@ -43,7 +50,7 @@ class RunSummary:
         lines = ["", "=== cryptopipe run summary ==="]
         for res in self.results:
             rows = sum(o.rows or 0 for o in res.outputs if o.rows is not None)
-            extras = ", ".join(f"{k}={v}" for k, v in sorted(res.metrics.items()) if not isinstance(v, (list, dict)))
+            extras = ", ".join(f"{k}={res.metrics[k]}" for k in SUMMARY_METRICS if k in res.metrics)
             lines.append(
                 f"{res.interval_start[:16]}Z  {res.stage:<9} {res.status:<7} {res.duration_seconds:7.2f}s  "
                 f"rows={rows:<7} {extras}"
@@ -51,7 +58,7 @@ class RunSummary:
         for interval, stage, err in self.failures:
             lines.append(f"FAILED {interval} at {stage} (exit {int(err.exit_code)}): {err.message}")
         lines.append(f"outputs: {self.storage_uri}")
-        wheres = {k: v for res in self.results for k, v in res.metrics.items() if k.endswith("_uri")}
+        wheres = {k: v for res in self.results for k, v in res.metrics.items() if k.endswith("_uri") and k != "raw_uri"}
         lines.extend(f"  {k.removesuffix('_uri').replace('_', ' ')}: {v}" for k, v in sorted(wheres.items()))
         return "\n".join(lines)
 

@@ -53,6 +53,14 @@ def describe_objects(store: ObjectStore, interval: Interval) -> list[dict[str, A
     return sorted(objects, key=lambda o: o["key"])
 
 
+def quality_score(report: dict[str, Any] | None) -> float | None:
+    """The validate report's score: ``{"quality_score": {"value": 0.97, "definition": ...}}``."""
+    score = (report or {}).get("quality_score")
+    if isinstance(score, dict):
+        score = score.get("value")
+    return float(score) if isinstance(score, (int, float)) else None
+
+
 def build_manifest(
     ctx: StageContext, *, archived: list[dict[str, Any]], warehouse: dict[str, Any], quality: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -70,9 +78,6 @@ def build_manifest(
         }
         for r in records
     }
-    score = None
-    if quality:
-        score = quality.get("quality_score", (quality.get("summary") or {}).get("quality_score"))
     return {
         "manifest_version": MANIFEST_VERSION,
         "interval_start": ctx.interval.start.isoformat(),
@@ -81,7 +86,7 @@ def build_manifest(
         "archive_uri": ctx.archive_store.uri,
         "code_version": __version__,
         "config_fingerprint": ctx.settings.fingerprint(),
-        "quality_score": score,
+        "quality_score": quality_score(quality),
         "stages": stages,
         "objects": describe_objects(ctx.store, ctx.interval),
         "archive": archived,

@@ -72,7 +72,7 @@ def seed(store: FileStore, coins: list[str]) -> None:
                              "threshold": 5.0, "window": "1h", "z": None}],
               "quality": {"score": 0.98, "warnings": 1, "quarantined_rows": 0}, "report_uri": None}  # fmt: skip
     store.put(layout.alerts_key(IV), json_bytes(alerts))
-    store.put(layout.quality_report_key(IV), json_bytes({"quality_score": 0.98}))
+    store.put(layout.quality_report_key(IV), json_bytes({"quality_score": {"value": 0.98, "definition": "..."}}))
     for stage in ("ingest", "validate", "transform"):
         record = {"stage": stage, "status": "success", "exit_code": 0, "started_at": IV.end.isoformat(),
                   "finished_at": IV.end.isoformat(), "duration_seconds": 1.0, "outputs": [{"rows": len(coins)}],
