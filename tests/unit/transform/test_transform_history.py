@@ -21,6 +21,7 @@ from cryptopipe.transform.stage import run
 from tests.unit.transform.builders import make_ctx, random_walks, series_table, write_days, write_hours
 
 LOOKBACK = 10
+TWO_WEEKS = 14
 INTERVAL = Interval.starting(datetime(2026, 3, 1, 13, tzinfo=UTC))  # snapshot 14:00, 14 hours into its day
 COINS = ["alpha", "beta", "gamma"]
 
@@ -58,9 +59,13 @@ def settings(make_settings: Callable[..., Settings], tmp_path: Path) -> Settings
     return make_settings(transform__lookback_days=LOOKBACK, transform__chart_top_n=0)
 
 
-def test_flat_cost_two_years_vs_lookback_only(tmp_path: Path, settings: Settings, long_root: Path) -> None:
-    short_root = tmp_path / "lookback_only"
-    lay_down(short_root, LOOKBACK, compacted=True)
+def test_flat_cost_two_years_vs_two_weeks(
+    tmp_path: Path, make_settings: Callable[..., Settings], long_root: Path
+) -> None:
+    """Issue 3 acceptance: with a 2-week lookback, 2 years of history cost what 2 weeks cost (rows and objects)."""
+    settings = make_settings(transform__lookback_days=TWO_WEEKS, transform__chart_top_n=0)
+    short_root = tmp_path / "two_weeks"
+    lay_down(short_root, TWO_WEEKS, compacted=True)
     assert len(FileStore(long_root).list("validated/")) > 700  # the long history really is there
 
     long_metrics = run_once(long_root, settings)
@@ -68,14 +73,12 @@ def test_flat_cost_two_years_vs_lookback_only(tmp_path: Path, settings: Settings
 
     assert long_metrics["rows_read"] == short_metrics["rows_read"]
     assert long_metrics["objects_read"] == short_metrics["objects_read"]
-    assert long_metrics["objects_read"] <= LOOKBACK + HOURS_PER_DAY
+    assert long_metrics["objects_read"] <= TWO_WEEKS + HOURS_PER_DAY
     # one object per past day in the window + the interval's day up to its hour
-    assert long_metrics["objects_read"] == LOOKBACK + INTERVAL.start.hour + 1
-    expected_rows = (LOOKBACK * HOURS_PER_DAY + INTERVAL.start.hour + 1) * len(COINS)
+    assert long_metrics["objects_read"] == TWO_WEEKS + INTERVAL.start.hour + 1
+    expected_rows = (TWO_WEEKS * HOURS_PER_DAY + INTERVAL.start.hour + 1) * len(COINS)
     assert long_metrics["rows_read"] == expected_rows
-    # and the same numbers come out (the random walks share the seed, so the windows hold equal prices)
-    key = indicators_key(INTERVAL)
-    assert read_table(FileStore(long_root), key).num_rows == len(COINS)
+    assert read_table(FileStore(long_root), indicators_key(INTERVAL)).num_rows == len(COINS)
 
 
 def test_indicators_identical_whatever_history_precedes_the_window(
@@ -88,8 +91,9 @@ def test_indicators_identical_whatever_history_precedes_the_window(
     # copy the long store's window objects into the short store so the two windows hold the same prices
     for key in short_store.list("validated/"):
         short_store.put(key, long_store.get(key))
-    run_once(long_root, settings)
-    run_once(short_root, settings)
+    long_metrics = run_once(long_root, settings)
+    short_metrics = run_once(short_root, settings)
+    assert long_metrics["rows_read"] == short_metrics["rows_read"]
     key = indicators_key(INTERVAL)
     assert long_store.get(key) == short_store.get(key)
 
