@@ -264,3 +264,33 @@ def test_chart_choice_caps_anomaly_charts_and_adds_top_coins() -> None:
         ("big", "charts/big.png"),
         ("mid", "charts/mid.png"),
     }
+
+
+def test_empty_validated_partition_gives_empty_outputs(tmp_path: Path, settings: Settings) -> None:
+    """All rows quarantined this hour: no indicator rows, no anomalies, but every output exists."""
+    root = tmp_path / "data"
+    store = write_window(root, calm_walks(["calm"], HOURS))
+    empty = read_table(store, validated_key(INTERVAL)).slice(0, 0)
+    write_table(store, validated_key(INTERVAL), empty, SNAPSHOT_SCHEMA)
+    metrics = run_stage(root, settings)
+    assert read_table(store, indicators_key(INTERVAL)).num_rows == 0
+    assert json.loads(store.get(alerts_key(INTERVAL)))["anomalies"] == []
+    assert metrics["rows"] == 0 and metrics["charts"] == 0
+
+
+def test_two_quote_currencies_are_separate_series(tmp_path: Path, settings: Settings) -> None:
+    usd = calm_walks(["calm"], HOURS)
+    eur = calm_walks(["calm"], HOURS, seed=99)
+    eur["calm"][-1] = eur["calm"][-2] * 0.9  # -10% in EUR only
+    first = INTERVAL.end - (HOURS - 1) * HOUR
+    table = pa.concat_tables([series_table(usd, first), series_table(eur, first, vs="eur")])
+    store = FileStore(tmp_path / "data")
+    write_hours(store, table)  # each hourly partition holds both currencies
+    run_stage(tmp_path / "data", settings)
+    rows = read_table(store, indicators_key(INTERVAL)).to_pylist()
+    assert [(r["coin_id"], r["vs_currency"]) for r in rows] == [("calm", "eur"), ("calm", "usd")]
+    assert rows[0]["price"] != rows[1]["price"]
+    alerts = json.loads(store.get(alerts_key(INTERVAL)))
+    assert ("eur", "move_1h_pct") in {(a["vs_currency"], a["metric"]) for a in alerts["anomalies"]}
+    assert all(a["vs_currency"] == "eur" for a in alerts["anomalies"])
+    assert store.exists(report_prefix(INTERVAL) + "charts/calm.eur.png")
