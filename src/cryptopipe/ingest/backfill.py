@@ -23,7 +23,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -36,6 +36,7 @@ from cryptopipe.core.coingecko import (
     parse_market_chart,
     parse_markets_page,
 )
+from cryptopipe.core.compaction import compact_day
 from cryptopipe.core.config import Settings
 from cryptopipe.core.errors import ConfigError, StorageError, WriteConflictError
 from cryptopipe.core.http import Clock, HttpClient, SystemClock
@@ -43,7 +44,7 @@ from cryptopipe.core.layout import HOUR, Interval, hourly_intervals, validated_d
 from cryptopipe.core.schema import SNAPSHOT_SCHEMA
 from cryptopipe.core.stage import json_bytes, sha256
 from cryptopipe.core.storage import ObjectStore, open_stores
-from cryptopipe.core.tables import PARQUET_CONTENT_TYPE, conform, read_table, to_parquet_bytes
+from cryptopipe.core.tables import PARQUET_CONTENT_TYPE, conform, to_parquet_bytes
 from cryptopipe.ingest.stage import MARKETS_PATH, gzip_bytes, top_pages
 
 MAX_WINDOW = timedelta(days=90)
@@ -301,17 +302,6 @@ def _days(first: date, until: datetime) -> Iterator[date]:
     while datetime(day.year, day.month, day.day, tzinfo=until.tzinfo) + timedelta(days=1) <= until:
         yield day
         day += timedelta(days=1)
-
-
-def compact_day(store: ObjectStore, day: date) -> bool:
-    """Write the day's compaction if all 24 hourly partitions exist: their concatenation, in hour order."""
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    keys = [validated_key(Interval.starting(start + h * HOUR)) for h in range(24)]
-    if not all(store.exists(k) for k in keys):
-        return False
-    tables = [conform(read_table(store, k), SNAPSHOT_SCHEMA) for k in keys]
-    store.put(validated_daily_key(day), to_parquet_bytes(pa.concat_tables(tables)), PARQUET_CONTENT_TYPE)
-    return True
 
 
 def _decode(key: str, stored: bytes) -> Any:
