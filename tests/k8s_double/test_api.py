@@ -307,8 +307,9 @@ def test_follow_streams_lines_live_and_ends_after_termination(double: KubeApiDou
 
 
 def test_log_options(double: KubeApiDouble, api: client.CoreV1Api) -> None:
-    api.create_namespaced_pod(NS, pod_body("opts", "say:old", "sleep:1.5", "say:new1", "say:new2"))
-    double.wait_for_pod("opts", NS, until=terminated)
+    # Still running when read (non-follow reads of a running container return what is there).
+    api.create_namespaced_pod(NS, pod_body("opts", "say:old", "sleep:1.2", "say:new1", "say:new2", "sleep:30"))
+    double.wait_for_log("opts", NS, "new2\n", timeout=15)
     assert read_log(api, "opts") == "old\nnew1\nnew2\n"  # single container: name optional
     assert read_log(api, "opts", since_seconds=1) == "new1\nnew2\n"
     assert read_log(api, "opts", tail_lines=1) == "new2\n"
