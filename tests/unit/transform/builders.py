@@ -52,12 +52,14 @@ def hour_rows(
     ]
 
 
-def random_walks(coins: list[str], hours: int, seed: int = 7, start: float = 100.0) -> dict[str, np.ndarray]:
-    """Geometric random walks with realistic hourly volatility (~1%), one per coin, seeded."""
+def random_walks(
+    coins: list[str], hours: int, seed: int = 7, start: float = 100.0, vol: float = 0.01
+) -> dict[str, np.ndarray]:
+    """Geometric random walks (default hourly volatility 1%, realistic for crypto), one per coin, seeded."""
     rng = np.random.default_rng(seed)
     out = {}
     for i, coin in enumerate(coins):
-        steps = rng.normal(0.0, 0.01, hours)
+        steps = rng.normal(0.0, vol, hours)
         out[coin] = start * (i + 1) * np.exp(np.cumsum(steps))
     return out
 
@@ -113,7 +115,7 @@ def write_days(store: ObjectStore, table: pa.Table) -> None:
         _write(store, validated_daily_key(day), sorted_part)
 
 
-def make_ctx(root: Path, settings: Settings, interval: Interval) -> StageContext:
-    store = FileStore(root)
+def make_ctx(root: Path | ObjectStore, settings: Settings, interval: Interval) -> StageContext:
+    store = root if isinstance(root, ObjectStore) else FileStore(root)
     result = StageResult("transform", interval.start.isoformat(), interval.end.isoformat())
     return StageContext("transform", settings, interval, store, store, logging.getLogger("test.transform"), result)
