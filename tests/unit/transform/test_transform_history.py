@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pytest
 
 from cryptopipe.core.config import Settings
-from cryptopipe.core.errors import MissingInputError
+from cryptopipe.core.errors import MissingInputError, StorageError
 from cryptopipe.core.layout import HOUR, Interval, indicators_key, validated_daily_key, validated_key
 from cryptopipe.core.schema import SNAPSHOT_KEY
 from cryptopipe.core.storage import FileStore
@@ -155,4 +155,13 @@ def test_missing_current_partition_is_missing_input(tmp_path: Path, settings: Se
     lay_down(root, LOOKBACK, compacted=True)
     FileStore(root).delete(validated_key(INTERVAL))
     with pytest.raises(MissingInputError, match=r"validated/market_snapshots/date=2026-03-01/hour=13"):
+        run_once(root, settings)
+
+
+def test_unreadable_compaction_is_a_storage_error_naming_it(tmp_path: Path, settings: Settings) -> None:
+    root = tmp_path / "data"
+    lay_down(root, LOOKBACK, compacted=True)
+    bad_day = INTERVAL.start.date() - timedelta(days=1)
+    FileStore(root).put(validated_daily_key(bad_day), b"not parquet")
+    with pytest.raises(StorageError, match=rf"market_snapshots_daily/date={bad_day}/snapshots.parquet"):
         run_once(root, settings)
