@@ -94,11 +94,12 @@ output "service_accounts" {
 }
 
 output "helm_handover" {
-  description = "Everything charts/*/values-eks.yaml take from Terraform, in one object (`terraform output -json helm_handover`)."
+  description = "Everything the EKS values take from Terraform, in one object: k8s/eks/render-values.py fills charts/*/values-eks.yaml and k8s/eks/cluster-secret-store.yaml from `terraform output -json helm_handover`."
   value = {
     region                         = var.region
     cluster_name                   = module.eks.cluster_name
     image_registry                 = module.ecr.registry
+    airflow_image_repository       = module.ecr.repository_urls["cryptopipe-airflow"]
     storage_uri                    = "s3://${module.s3.datalake_bucket_name}"
     storage_archive_uri            = "s3://${module.s3.archive_bucket_name}/archive"
     airflow_remote_base_log_folder = "s3://${module.s3.airflow_logs_bucket_name}/logs"
