@@ -20,6 +20,7 @@ import bisect
 import json
 import math
 import re
+import reprlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -42,6 +43,21 @@ HISTORY_LIMIT_MESSAGE = (
     "(CRYPTOPIPE_API__PLAN=pro with CRYPTOPIPE_API__KEY)."
 )
 _MAX_MESSAGE = 300
+_INT32_MAX = 2**31 - 1
+_INT64_MAX = 2**63 - 1
+# Values quoted in error messages: bounded in length and depth, whatever the source sent.
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlevel = 80, 80, 3
+
+
+def _show(value: Any) -> str:
+    """A short, printable quote of a source value for an error message."""
+    return _printable(_REPR.repr(value))
+
+
+def _printable(text: str) -> str:
+    """Lone surrogates (``"\\ud800"`` in JSON) cannot be encoded as UTF-8: escape them so logs never fail."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 # --- classification ---
@@ -57,7 +73,7 @@ class ApiError:
 def _as_int(value: Any) -> int | None:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an Infinity error code
         return None
 
 
@@ -73,13 +89,13 @@ def find_api_error(payload: Any) -> ApiError | None:
         return ApiError(None, error, "error")
     if isinstance(error, dict):
         inner = error.get("status") if isinstance(error.get("status"), dict) else error
-        message = inner.get("error_message") or inner.get("message") or json.dumps(error, sort_keys=True)
+        message = inner.get("error_message") or inner.get("message") or _show(error)
         return ApiError(_as_int(inner.get("error_code")), str(message), "error.status")
     return None
 
 
 def _short(text: str) -> str:
-    text = " ".join(text.split())
+    text = _printable(" ".join(text.split()))
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
 
 
@@ -140,6 +156,10 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes, wher
         if ok:
             raise RetryableError(problem, invalid=True) from None
         raise SourceInvalidError(problem) from None
+    except RecursionError:  # not transient: the same body would come back
+        raise SourceInvalidError(f"{where}: JSON nested too deeply to be market data ({len(body)} bytes)") from None
+    except ValueError as exc:  # an integer literal beyond Python's digit limit
+        raise SourceInvalidError(f"{where}: JSON with an unreadable number ({_short(str(exc))})") from None
     api_error = find_api_error(payload)
     if api_error is not None:
         raise error_for(api_error, status, where)
@@ -165,33 +185,48 @@ def to_float(value: Any, name: str) -> float | None:
     if isinstance(value, bool):
         raise _FieldError(name, f"is a boolean ({value!r}), not a number")
     if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float range
+            raise _FieldError(name, f"is {_show(value)}, beyond the range of a number") from None
+    elif isinstance(value, str):
         text = value.strip()
         if not text:
             return None
         try:
-            return float(text)  # drift: numbers as strings, "1.2e-05" included
+            number = float(text)  # drift: numbers as strings, "1.2e-05" included
         except ValueError:
-            raise _FieldError(name, f"is {value!r}, which is not a number") from None
-    raise _FieldError(name, f"is a {type(value).__name__}, not a number")
+            raise _FieldError(name, f"is {_show(value)}, which is not a number") from None
+    else:
+        raise _FieldError(name, f"is a {type(value).__name__}, not a number")
+    if not math.isfinite(number):  # NaN/Infinity (or "nan"/"1e999" as text): not a market value
+        raise _FieldError(name, f"is {_show(value)}, not a finite number")
+    return number
 
 
-def to_int(value: Any, name: str) -> int | None:
+def to_int(value: Any, name: str, maximum: int = _INT64_MAX) -> int | None:
     number = to_float(value, name)
     if number is None:
         return None
-    if not math.isfinite(number) or number != int(number):
-        raise _FieldError(name, f"is {value!r}, not a whole number")
+    if number != int(number):
+        raise _FieldError(name, f"is {_show(value)}, not a whole number")
+    if not -maximum - 1 <= int(number) <= maximum:  # the table column could not hold it
+        raise _FieldError(name, f"is {_show(value)}, out of range")
     return int(number)
+
+
+def to_int32(value: Any, name: str) -> int | None:
+    return to_int(value, name, _INT32_MAX)
 
 
 def to_text(value: Any, name: str) -> str | None:
     if value is None:
         return None
     if isinstance(value, str):
+        if _printable(value) != value:  # a lone surrogate: no UTF-8 for Parquet or object keys
+            raise _FieldError(name, f"is {_show(value)}, not valid Unicode text")
         return value
-    raise _FieldError(name, f"is a {type(value).__name__} ({value!r}), not a string")
+    raise _FieldError(name, f"is a {type(value).__name__} ({_show(value)}), not a string")
 
 
 def to_timestamp(value: Any, name: str) -> datetime | None:
@@ -199,14 +234,14 @@ def to_timestamp(value: Any, name: str) -> datetime | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise _FieldError(name, f"is a {type(value).__name__} ({value!r}), not an ISO-8601 timestamp")
+        raise _FieldError(name, f"is a {type(value).__name__} ({_show(value)}), not an ISO-8601 timestamp")
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise _FieldError(name, f"is {value!r}, not an ISO-8601 timestamp") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    parsed = parsed.astimezone(UTC)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        parsed = parsed.astimezone(UTC)  # OverflowError at the ends of the calendar (9999-12-31T23:00-05:00)
+    except (ValueError, OverflowError):
+        raise _FieldError(name, f"is {_show(value)}, not an ISO-8601 timestamp in range") from None
     return parsed.replace(microsecond=parsed.microsecond // 1000 * 1000)
 
 
@@ -219,7 +254,7 @@ MARKETS_MAPPING: dict[str, tuple[str, Any]] = {
     "name": ("name", to_text),
     "price": ("current_price", to_float),
     "market_cap": ("market_cap", to_float),
-    "market_cap_rank": ("market_cap_rank", to_int),
+    "market_cap_rank": ("market_cap_rank", to_int32),
     "fully_diluted_valuation": ("fully_diluted_valuation", to_float),
     "total_volume": ("total_volume", to_float),
     "high_24h": ("high_24h", to_float),
@@ -271,7 +306,7 @@ def _roi(value: Any) -> tuple[float | None, str | None, float | None]:
     if value is None:
         return None, None, None
     if not isinstance(value, dict):
-        raise _FieldError("roi", f"is a {type(value).__name__} ({value!r}), not an object or null")
+        raise _FieldError("roi", f"is a {type(value).__name__} ({_show(value)}), not an object or null")
     return (
         to_float(value.get("times"), "roi.times"),
         to_text(value.get("currency"), "roi.currency"),
@@ -284,7 +319,7 @@ def _coin_row(
 ) -> dict[str, Any]:
     if not isinstance(item, dict):
         raise SourceInvalidError(f"{where}: element {index} is a {type(item).__name__}, not a coin object")
-    label = f"{where}: coin #{index} ({item.get('id')!r})"
+    label = f"{where}: coin #{index} ({_show(item.get('id'))})"
     missing = [name for name in REQUIRED_FIELDS if name not in item]
     if missing:
         raise SourceInvalidError(f"{label}: required field(s) {', '.join(missing)} missing", fields=missing)
@@ -362,7 +397,7 @@ def parse_market_chart(payload: Any, where: str) -> ChartSeries:
         points = []
         for index, point in enumerate(values):
             if not (isinstance(point, list) and len(point) == 2):
-                raise SourceInvalidError(f"{where}: {source}[{index}] is {point!r}, not a [timestamp, value] pair")
+                raise SourceInvalidError(f"{where}: {source}[{index}] is {_show(point)}, not a [timestamp, value] pair")
             try:
                 stamp = to_int(point[0], f"{source}[{index}] timestamp")
                 value = to_float(point[1], f"{source}[{index}] value")
