@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cryptopipe.core.compaction import compact_tables
 from cryptopipe.core.errors import MissingInputError, ObjectNotFoundError, StorageError
 from cryptopipe.core.layout import (
     HOUR,
@@ -37,7 +38,7 @@ from cryptopipe.core.layout import (
     validated_daily_key,
     validated_key,
 )
-from cryptopipe.core.schema import SNAPSHOT_KEY, SNAPSHOT_SCHEMA
+from cryptopipe.core.schema import SNAPSHOT_SCHEMA
 from cryptopipe.core.stage import StageContext
 from cryptopipe.core.tables import conform
 
@@ -68,12 +69,6 @@ def first_partition(interval: Interval, lookback_days: int) -> datetime:
 
 def day_prefix(day: date) -> str:
     return f"{VALIDATED}/date={day:%Y-%m-%d}/"
-
-
-def compact(tables: list[pa.Table]) -> pa.Table:
-    """A day's compaction: its hourly partitions concatenated and sorted by the snapshot key (deterministic)."""
-    combined = pa.concat_tables([conform(t, SNAPSHOT_SCHEMA) for t in tables])
-    return combined.sort_by([(name, "ascending") for name in SNAPSHOT_KEY])
 
 
 class _Reader:
@@ -120,7 +115,7 @@ def _past_day(reader: _Reader, day: date, compactions: list[str]) -> list[pa.Tab
     hours = [t for t in (reader.read(k) for k in reader.hourly_keys(day).values()) if t is not None]
     if len(hours) == HOURS_PER_DAY:
         key = validated_daily_key(day)
-        reader.ctx.write_table(key, compact(hours), SNAPSHOT_SCHEMA)
+        reader.ctx.write_table(key, compact_tables(hours), SNAPSHOT_SCHEMA)
         compactions.append(key)
     return [_slim(t) for t in hours]
 
