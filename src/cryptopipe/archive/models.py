@@ -36,7 +36,8 @@ market_snapshots = sa.Table(
     sa.Column("source", sa.String(32), nullable=False),
 )
 
-# Indicators per (coin, currency) at each snapshot; the value columns follow the transform stage's table.
+# Indicators per (coin, currency) at each snapshot: the transform stage's table (docs/indicators.md) minus the
+# descriptive columns already in market_snapshots. A test keeps both in step.
 indicators = sa.Table(
     "indicators",
     metadata,
@@ -44,7 +45,33 @@ indicators = sa.Table(
     sa.Column("vs_currency", sa.String(16), primary_key=True),
     sa.Column("snapshot_time", TS, primary_key=True),
     sa.Column("interval_start", TS, nullable=False, index=True),
-    sa.Column("values", sa.JSON, nullable=False),
+    sa.Column("price", sa.Float(precision=53)),
+    sa.Column("return_1h_pct", sa.Float(precision=53)),
+    sa.Column("return_24h_pct", sa.Float(precision=53)),
+    sa.Column("sma_7d", sa.Float(precision=53)),
+    sa.Column("sma_30d", sa.Float(precision=53)),
+    sa.Column("sma_90d", sa.Float(precision=53)),
+    sa.Column("ema_7d", sa.Float(precision=53)),
+    sa.Column("ema_30d", sa.Float(precision=53)),
+    sa.Column("ema_90d", sa.Float(precision=53)),
+    sa.Column("rsi_14", sa.Float(precision=53)),
+    sa.Column("macd", sa.Float(precision=53)),
+    sa.Column("macd_signal", sa.Float(precision=53)),
+    sa.Column("macd_hist", sa.Float(precision=53)),
+    sa.Column("bb_middle", sa.Float(precision=53)),
+    sa.Column("bb_upper", sa.Float(precision=53)),
+    sa.Column("bb_lower", sa.Float(precision=53)),
+    sa.Column("bb_width", sa.Float(precision=53)),
+    sa.Column("volatility_7d", sa.Float(precision=53)),
+    sa.Column("zscore_1h", sa.Float(precision=53)),
+    sa.Column("support_7d", sa.Float(precision=53)),
+    sa.Column("resistance_7d", sa.Float(precision=53)),
+    sa.Column("trend", sa.String(8)),
+    sa.Column("history_hours", sa.Integer, nullable=False),
+    sa.Column("filled_hours_7d", sa.Integer, nullable=False),
+    sa.Column("warm_7d", sa.Boolean, nullable=False),
+    sa.Column("warm_30d", sa.Boolean, nullable=False),
+    sa.Column("warm_90d", sa.Boolean, nullable=False),
 )
 
 anomalies = sa.Table(

@@ -101,12 +101,14 @@ def snapshot_rows(table: pa.Table, interval_start: datetime) -> list[dict[str, A
     return [{**row, "interval_start": interval_start} for row in table.select(present).to_pylist()]
 
 
+INDICATOR_COLUMNS = [c.name for c in models.indicators.columns if c.name != "interval_start"]
+
+
 def indicator_rows(table: pa.Table, interval_start: datetime) -> list[dict[str, Any]]:
-    rows = []
-    for row in table.to_pylist():
-        values = {k: _json_safe(v) for k, v in sorted(row.items()) if k not in KEY_COLUMNS}
-        rows.append({**{k: row[k] for k in KEY_COLUMNS}, "interval_start": interval_start, "values": values})
-    return rows
+    missing = [c for c in INDICATOR_COLUMNS if c not in table.column_names]
+    if missing:
+        raise StorageError(f"indicators table lacks columns {missing}: transform and archive versions disagree")
+    return [{**row, "interval_start": interval_start} for row in table.select(INDICATOR_COLUMNS).to_pylist()]
 
 
 def anomaly_rows(alerts: dict[str, Any] | None, interval_start: datetime) -> list[dict[str, Any]]:

@@ -48,16 +48,27 @@ def snapshots(coins: list[str]) -> pa.Table:
 
 
 def indicators(coins: list[str]) -> pa.Table:
+    from cryptopipe.transform.schema import INDICATORS_SCHEMA
+
     n = len(coins)
-    return pa.table(
-        {
-            "coin_id": coins,
-            "vs_currency": ["usd"] * n,
-            "snapshot_time": pa.array([IV.end] * n, pa.timestamp("ms", tz="UTC")),
-            "sma_7d": [float("nan")] + [10.0] * (n - 1),
-            "rsi_14": [55.0] * n,
-            "trend": ["up"] * n,
-        }
+    return conform(
+        pa.table(
+            {
+                "coin_id": coins,
+                "vs_currency": ["usd"] * n,
+                "snapshot_time": pa.array([IV.end] * n, pa.timestamp("ms", tz="UTC")),
+                "price": [100.0] * n,
+                "sma_7d": [float("nan")] + [10.0] * (n - 1),
+                "rsi_14": [55.0] * n,
+                "trend": ["up"] * n,
+                "history_hours": [2400] * n,
+                "filled_hours_7d": [0] * n,
+                "warm_7d": [True] * n,
+                "warm_30d": [True] * n,
+                "warm_90d": [False] * n,
+            }
+        ),
+        INDICATORS_SCHEMA,
     )
 
 
@@ -257,3 +268,24 @@ def test_sqlite_concurrent_loads_leave_one_row_per_key(tmp_path: Path) -> None:
         t.join()
     assert wh.count_rows(engine, models.pipeline_runs) == 1
     engine.dispose()
+
+
+def test_warehouse_indicators_follow_the_transform_schema() -> None:
+    """Archive never imports transform (stages are independent); this test keeps their tables in step."""
+    from cryptopipe.transform.schema import INDICATORS_SCHEMA
+
+    descriptive = {"symbol", "name", "market_cap", "market_cap_rank"}  # already in market_snapshots
+    warehouse = {c.name for c in models.indicators.columns} - {"interval_start"}
+    assert warehouse == set(INDICATORS_SCHEMA.names) - descriptive
+
+
+def test_indicator_values_land_in_typed_columns(env: FileStore, warehouse_url: str) -> None:
+    seed(env, ["bitcoin", "ethereum"])
+    assert main(ARGS) == 0
+    engine = wh.create_engine(warehouse_url)
+    with engine.connect() as conn:
+        rows = {r.coin_id: r for r in conn.execute(sa.select(models.indicators))}
+    engine.dispose()
+    assert rows["bitcoin"].sma_7d is None  # NaN (warm-up) is stored as NULL
+    assert rows["ethereum"].sma_7d == 10.0 and rows["ethereum"].rsi_14 == 55.0
+    assert rows["ethereum"].trend == "up" and rows["ethereum"].warm_90d is False
