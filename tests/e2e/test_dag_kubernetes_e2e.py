@@ -102,8 +102,10 @@ class Pipeline:
         self.replay.set_clock(start + timedelta(hours=1, seconds=30))
         dag = self.load_dag(deferrable=deferrable)
         began = time.perf_counter()
-        dag_run = dag.test(logical_date=start)
+        # A manual run at T covers the hourly interval that ends at T (the timetable's manual interval).
+        dag_run = dag.test(logical_date=start + timedelta(hours=1))
         elapsed = time.perf_counter() - began
+        assert dag_run.data_interval_start == start, (dag_run.data_interval_start, start)
         return self.airflow.task_states(dag_run), elapsed
 
     def objects(self, prefix: str = "") -> dict[str, str]:
@@ -115,6 +117,10 @@ class Pipeline:
                 body = client.get_object(Bucket=self.bucket, Key=item["Key"])["Body"].read()
                 found[item["Key"]] = hashlib.sha256(body).hexdigest()
         return found
+
+    def manifest(self, start: datetime) -> dict[str, Any]:
+        key = f"manifests/{partition(start)}/manifest.json"
+        return json.loads(self.s3.client().get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
     def warehouse_rows(self) -> dict[str, list[tuple[Any, ...]]]:
         """Sorted rows of the warehouse's data tables (not the pipeline_runs log)."""
@@ -198,6 +204,15 @@ def pipeline(
         yield state
 
 
+def lineage(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A manifest without its execution records (stage runs, durations, the pipeline_runs count)."""
+    kept = {k: v for k, v in manifest.items() if k not in {"stages", "run_records"}}
+    warehouse = dict(kept.get("warehouse") or {})
+    warehouse["rows"] = {t: n for t, n in (warehouse.get("rows") or {}).items() if t != "pipeline_runs"}
+    kept["warehouse"] = warehouse
+    return kept
+
+
 def _create_pool() -> None:
     from airflow.models.pool import Pool
 
@@ -217,6 +232,7 @@ def first_run(pipeline: Pipeline) -> dict[str, Any]:
         "elapsed": elapsed,
         "requests": pipeline.k8s.requests,
         "objects": pipeline.objects(),
+        "manifest": pipeline.manifest(FIRST),
         "slack": pipeline.slack.texts(),
         "pods": pipeline.k8s.all_pods_ever(),
     }
@@ -250,8 +266,11 @@ def test_full_interval_deferrable(
         assert labels["app.kubernetes.io/component"] == stage
         assert pod["status"]["phase"] == "Succeeded"
         assert '"stage": "' + stage + '"' in pipeline.k8s.pod_logs(name, NAMESPACE)
-    # Deferrable: the triggerer watched the pods through the events watch API.
-    assert any(r.param("watch") in ("True", "true") for r in first_run["requests"])
+    # Deferrable: the trigger waited for the pods; the task read each log once on re-entry (no timestamps),
+    # where the sync path streams it with timestamps while it waits.
+    log_reads = [r for r in first_run["requests"] if r.path.endswith("/log")]
+    assert len(log_reads) >= len(STAGES)
+    assert {r.param("timestamps") for r in log_reads} == {"False"}
     # No XCom sidecar: nothing was ever exec'd.
     assert not [r for r in first_run["requests"] if "/exec" in r.path]
 
@@ -270,10 +289,15 @@ def test_rerun_of_the_interval_changes_nothing(pipeline: Pipeline, first_run: di
     states, _ = pipeline.run(FIRST, deferrable=True)
     assert states == dict.fromkeys([*STAGES, "notify_anomalies"], "success")
     after = pipeline.objects()
-    # runs/ is the per-execution log of each stage (timestamps, durations): every other key is data.
-    data_before = {k: v for k, v in first_run["objects"].items() if not k.startswith("runs/")}
-    data_after = {k: v for k, v in after.items() if not k.startswith("runs/")}
+    # runs/ is the per-execution log of each stage (timestamps, durations), and the lineage manifest embeds
+    # those run records: every other object is data and must keep its bytes.
+    run_records = ("runs/", "manifests/")
+    data_before = {k: v for k, v in first_run["objects"].items() if not k.startswith(run_records)}
+    data_after = {k: v for k, v in after.items() if not k.startswith(run_records)}
     assert data_after == data_before
+    assert after.keys() == first_run["objects"].keys()
+    # The manifest's lineage (objects, checksums, archive copies, warehouse data rows) is unchanged.
+    assert lineage(pipeline.manifest(FIRST)) == lineage(first_run["manifest"])
     assert pipeline.warehouse_rows() == before_rows
 
 
@@ -283,9 +307,11 @@ def test_interval_in_sync_mode(pipeline: Pipeline) -> None:
     states, _ = pipeline.run(start, deferrable=False)
     assert states == dict.fromkeys([*STAGES, "notify_anomalies"], "success")
     requests = pipeline.k8s.requests
-    # Sync mode polls the pod and streams the log with follow; it never opens a watch.
-    assert not any(r.param("watch") in ("True", "true") for r in requests)
-    assert any(r.path.endswith("/log") and r.param("follow") == "True" for r in requests)
+    # Sync mode streams each log with follow and timestamps while the pod runs; it never opens a watch.
+    log_reads = [r for r in requests if r.path.endswith("/log")]
+    assert log_reads and all(r.param("follow") == "True" for r in log_reads)
+    assert {r.param("timestamps") for r in log_reads} == {"True"}
+    assert not any(r.param("watch") == "True" for r in requests)
     assert any(partition(start) in k for k in pipeline.objects("manifests/"))
 
 
