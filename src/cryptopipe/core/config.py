@@ -58,17 +58,30 @@ def _is_loopback(host: str | None) -> bool:
 def check_outbound_url(url: str, allowed_hosts: frozenset[str]) -> str:
     """Allow https to an expected host, or http(s) to loopback (replay server, test receivers) only.
 
-    This is what keeps a bad config from sending data or keys anywhere else.
+    This is what keeps a bad config from sending data or keys anywhere else. Everything a URL parser and an
+    HTTP client could read differently is refused: whitespace or control characters, credentials
+    (``https://api.coingecko.com@evil.com``), a query or fragment, an invalid port, and on the expected
+    hosts any port but 443.
     """
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ValueError("must not contain whitespace or control characters")
     parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    if "@" in parts.netloc:
+        raise ValueError("must not embed credentials (user@host)")
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ValueError("must not have a query string or fragment")
     if _is_loopback(parts.hostname) and parts.scheme in {"http", "https"}:
         return url.rstrip("/")
     if parts.scheme != "https":
         raise ValueError(f"must use https (got scheme {parts.scheme!r})")
     if parts.hostname not in allowed_hosts:
         raise ValueError(f"host {parts.hostname!r} is not one of {sorted(allowed_hosts)} or a loopback address")
-    if parts.username or parts.password:
-        raise ValueError("must not embed credentials")
+    if port not in (None, 443):
+        raise ValueError(f"must use the default https port (got {port})")
     return url.rstrip("/")
 
 
