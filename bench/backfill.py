@@ -67,6 +67,7 @@ def run(cfg: BenchConfig) -> Result:
                     "hours_measured": hours,
                     "mean_s_per_hour": round(per_hour, 3),
                     "median_s_per_hour": round(statistics.median(out["seconds"]), 3),
+                    "mean_cpu_s_per_hour": round(statistics.mean(out["cpu_seconds"]), 3),
                     "rows_per_s": round((rows_per_hour or 0) / per_hour, 1) if per_hour else None,
                     "projected_year_s": round(per_hour * YEAR_HOURS, 1),
                     "peak_rss_mib": out["peak_rss_mib"],

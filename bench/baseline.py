@@ -84,4 +84,4 @@ def csv_bytes(table: pa.Table) -> int:
     """Bytes of a table written as CSV (header + rows), the way the old pipelines store it."""
     sink = pa.BufferOutputStream()
     pacsv.write_csv(table, sink)
-    return sink.size()
+    return sink.getvalue().size

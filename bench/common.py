@@ -103,22 +103,36 @@ def median(values: list[float]) -> float:
     return round(statistics.median(values), 4)
 
 
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    began = time.perf_counter()
+def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """(wall seconds, CPU seconds of this process, value) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
     value = fn()
-    return time.perf_counter() - began, value
+    return time.perf_counter() - wall, time.process_time() - cpu, value
 
 
-def repeat(fn: Callable[[], Any], runs: int, *, warmup: int = 1) -> tuple[list[float], Any]:
-    """Wall seconds of ``runs`` calls after ``warmup`` untimed ones; returns the times and the last value."""
+def repeat(fn: Callable[[], Any], runs: int, *, warmup: int = 1) -> tuple[list[float], list[float], Any]:
+    """Wall and CPU seconds of ``runs`` calls after ``warmup`` untimed ones, and the last value.
+
+    CPU time is reported next to wall time because the machine may be shared: wall time includes waiting for a
+    core, CPU time is the work itself.
+    """
     value = None
     for _ in range(warmup):
         value = fn()
-    times = []
+    walls, cpus = [], []
     for _ in range(runs):
-        seconds, value = timed(fn)
-        times.append(round(seconds, 4))
-    return times, value
+        wall, cpu, value = timed(fn)
+        walls.append(round(wall, 4))
+        cpus.append(round(cpu, 4))
+    return walls, cpus, value
+
+
+def load_average() -> list[float]:
+    """1/5/15-minute load average: other work on the machine inflates wall times (2 cores here)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
 
 
 @contextlib.contextmanager

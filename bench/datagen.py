@@ -38,7 +38,7 @@ CACHE = Path(__file__).resolve().parent / ".cache"
 HOUR_MS = 3_600_000
 # The benchmark interval: a mid-day hour, so a run reads a realistic mix of daily compactions and hourly partitions.
 DEFAULT_INTERVAL_START = datetime(2026, 11, 22, 12, tzinfo=UTC)
-GENERATOR_VERSION = 1  # bump when the statistics change: invalidates the cache
+GENERATOR_VERSION = 2  # bump when the statistics change: invalidates the cache
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,39 @@ def generate_market(spec: Spec) -> Market:
     )
 
 
+def significant(x: np.ndarray, digits: int) -> np.ndarray:
+    """Round to ``digits`` significant digits, as CoinGecko reports prices (e.g. 67234.12, 0.00001234)."""
+    out = x.copy()
+    finite = np.isfinite(x) & (x != 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        decimals = (digits - 1 - np.floor(np.log10(np.abs(x)))).astype(np.int64, copy=False)
+    for d in np.unique(decimals[finite]):
+        mask = finite & (decimals == d)
+        out[mask] = np.round(x[mask], int(d))
+    return out
+
+
+def _reported(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The precision the API reports: prices 8 significant digits, USD amounts whole, percentages 5 decimals."""
+    out = dict(cols)
+    for name in ("price", "high_24h", "low_24h", "ath", "atl", "price_change_24h"):
+        out[name] = significant(cols[name], 8)
+    for name in ("market_cap", "fully_diluted_valuation", "total_volume", "market_cap_change_24h"):
+        out[name] = np.round(cols[name])
+    for name in ("circulating_supply", "total_supply", "max_supply"):
+        out[name] = np.round(cols[name], 1)
+    for name in (
+        "price_change_pct_1h",
+        "price_change_pct_24h",
+        "price_change_pct_7d",
+        "market_cap_change_pct_24h",
+        "ath_change_pct",
+        "atl_change_pct",
+    ):
+        out[name] = np.round(cols[name], 5)
+    return out
+
+
 def _lagged_change(x: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
     prev = np.full_like(x, np.nan)
     prev[lag:] = x[:-lag]
@@ -208,31 +241,33 @@ def derived_columns(m: Market, rng: np.random.Generator) -> dict[str, np.ndarray
         ath_pct = (price / ath - 1.0) * 100.0
         atl_pct = (price / atl - 1.0) * 100.0
     max_supply = np.broadcast_to(m.max_supply, price.shape)
-    return {
-        "price": price,
-        "market_cap": market_cap,
-        "market_cap_rank": rank_f,
-        "fully_diluted_valuation": price * max_supply,
-        "total_volume": volume,
-        "high_24h": _rolling(price, 24, "max"),
-        "low_24h": _rolling(price, 24, "min"),
-        "price_change_24h": change_24h,
-        "price_change_pct_1h": pct_1h,
-        "price_change_pct_24h": pct_24h,
-        "price_change_pct_7d": pct_7d,
-        "market_cap_change_24h": mcap_change,
-        "market_cap_change_pct_24h": mcap_pct,
-        "circulating_supply": m.supply,
-        "total_supply": np.broadcast_to(m.total_supply, price.shape),
-        "max_supply": max_supply,
-        "ath": np.where(np.isinf(ath), np.nan, ath),
-        "ath_change_pct": ath_pct,
-        "ath_date_ms": m.times_ms[ath_at],
-        "atl": np.where(np.isinf(atl), np.nan, atl),
-        "atl_change_pct": atl_pct,
-        "atl_date_ms": m.times_ms[atl_at],
-        "last_updated_ms": m.times_ms[:, None] - rng.integers(5_000, 300_000, (hours, coins)),
-    }
+    return _reported(
+        {
+            "price": price,
+            "market_cap": market_cap,
+            "market_cap_rank": rank_f,
+            "fully_diluted_valuation": price * max_supply,
+            "total_volume": volume,
+            "high_24h": _rolling(price, 24, "max"),
+            "low_24h": _rolling(price, 24, "min"),
+            "price_change_24h": change_24h,
+            "price_change_pct_1h": pct_1h,
+            "price_change_pct_24h": pct_24h,
+            "price_change_pct_7d": pct_7d,
+            "market_cap_change_24h": mcap_change,
+            "market_cap_change_pct_24h": mcap_pct,
+            "circulating_supply": m.supply,
+            "total_supply": np.broadcast_to(m.total_supply, price.shape),
+            "max_supply": max_supply,
+            "ath": np.where(np.isinf(ath), np.nan, ath),
+            "ath_change_pct": ath_pct,
+            "ath_date_ms": m.times_ms[ath_at],
+            "atl": np.where(np.isinf(atl), np.nan, atl),
+            "atl_change_pct": atl_pct,
+            "atl_date_ms": m.times_ms[atl_at],
+            "last_updated_ms": m.times_ms[:, None] - rng.integers(5_000, 300_000, (hours, coins)),
+        }
+    )
 
 
 def _float(values: np.ndarray) -> pa.Array:

@@ -28,10 +28,12 @@ def main(argv: list[str]) -> int:
     settings = load_settings()
     imported = time.perf_counter() - began
     log = quiet_logger()
-    seconds, metrics = [], []
+    seconds, cpu, metrics = [], [], []
     for i in range(hours):
         interval = Interval.starting(start + i * HOUR)
+        cpu_began = time.process_time()
         result = execute_stage(stage, fn, settings, interval, log)
+        cpu.append(round(time.process_time() - cpu_began, 4))
         seconds.append(result.duration_seconds)
         metrics.append({k: v for k, v in result.metrics.items() if isinstance(v, int | float)})
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -40,6 +42,7 @@ def main(argv: list[str]) -> int:
             {
                 "stage": stage,
                 "seconds": seconds,
+                "cpu_seconds": cpu,
                 "metrics": metrics,
                 "import_seconds": imported,
                 "peak_rss_mib": round(peak_kib / 1024, 1),

@@ -38,10 +38,11 @@ def _ours(cfg: BenchConfig, store: Path, spec: Spec, *, charts: bool = True) -> 
         def once() -> Any:
             return execute_stage("transform", transform, settings, spec.interval, log)
 
-        times, result = repeat(once, cfg.runs, warmup=1)
+        times, cpu, result = repeat(once, cfg.runs, warmup=1)
         cold = _cli_cold(spec) if charts else None
     return {
         "times": times,
+        "cpu": cpu,
         "rows_read": result.metrics["rows_read"],
         "objects_read": result.metrics["objects_read"],
         "rows_out": result.metrics["rows"],
@@ -80,8 +81,8 @@ def _baseline(cfg: BenchConfig, data_root: Path) -> dict[str, Any]:
         files = sorted((data_root / "validated").rglob("*.parquet"))
         write_history_csv(files, csv_path)
     runs = max(1, min(cfg.baseline_runs, cfg.runs))
-    times, summary = repeat(lambda: run_baseline(csv_path), runs, warmup=0)
-    return {"times": times, "rows_read": summary["rows_read"], "csv_bytes": csv_path.stat().st_size}
+    times, cpu, summary = repeat(lambda: run_baseline(csv_path), runs, warmup=0)
+    return {"times": times, "cpu": cpu, "rows_read": summary["rows_read"], "csv_bytes": csv_path.stat().st_size}
 
 
 def run(cfg: BenchConfig) -> Result:
@@ -100,11 +101,13 @@ def run(cfg: BenchConfig) -> Result:
                 "history": label,
                 "history_rows": data.rows,
                 "ours_median_s": median(ours["times"]),
+                "ours_cpu_median_s": median(ours["cpu"]),
                 "ours_rows_read": ours["rows_read"],
                 "ours_objects_read": ours["objects_read"],
                 "ours_cli_cold_s": ours["cli_cold_seconds"],
                 "ours_no_charts_median_s": median(bare["times"]),
                 "baseline_median_s": median(base["times"]),
+                "baseline_cpu_median_s": median(base["cpu"]),
                 "baseline_rows_read": base["rows_read"],
                 "baseline_csv_mb": round(base["csv_bytes"] / 1e6, 1),
                 "speedup": round(median(base["times"]) / median(ours["times"]), 1),
