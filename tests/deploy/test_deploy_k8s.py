@@ -32,10 +32,19 @@ def test_kustomize_builds_valid_objects(kubectl: str, path: Path) -> None:
     assert not errors, "\n".join(errors)
 
 
+# Values files per environment: kind reads the committed overlays; EKS reads the copies k8s/eks/render-values.py
+# fills from Terraform (the templates and add-on applications are checked in test_eks_handover.py).
+VALUE_FILES = {
+    "kind": ("values-kind.yaml", "$values/charts/airflow/values-kind.yaml"),
+    "eks": ("../../k8s/eks/rendered/crypto-pipeline-values.yaml", "$values/k8s/eks/rendered/airflow-values.yaml"),
+}
+ADDONS = {"kind": set(), "eks": {"external-secrets", "keda", "cluster-secret-store"}}
+
+
 @pytest.mark.parametrize("env", ["kind", "eks"])
 def test_app_of_apps(kubectl: str, env: str) -> None:
     apps = {d["metadata"]["name"]: d for d in kustomize(kubectl, ROOT / "k8s" / "argocd" / "overlays" / env)}
-    assert set(apps) == {"crypto-pipeline-root", "crypto-pipeline", "airflow"}
+    assert set(apps) == {"crypto-pipeline-root", "crypto-pipeline", "airflow"} | ADDONS[env]
     root = apps["crypto-pipeline-root"]["spec"]
     assert root["source"]["path"] == f"k8s/argocd/overlays/{env}"
     ours, airflow = apps["crypto-pipeline"], apps["airflow"]
@@ -43,13 +52,13 @@ def test_app_of_apps(kubectl: str, env: str) -> None:
     wave = lambda a: int(a["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"])  # noqa: E731
     assert wave(ours) < wave(airflow)
     assert ours["spec"]["source"]["path"] == "charts/crypto-pipeline"
-    assert ours["spec"]["source"]["helm"]["valueFiles"] == ["values.yaml", f"values-{env}.yaml"]
+    assert ours["spec"]["source"]["helm"]["valueFiles"] == ["values.yaml", VALUE_FILES[env][0]]
     chart_src, values_src = airflow["spec"]["sources"]
     assert chart_src["repoURL"] == "https://airflow.apache.org" and chart_src["chart"] == "airflow"
     assert chart_src["targetRevision"].startswith("1.22.")
     assert chart_src["helm"]["valueFiles"] == [
         "$values/charts/airflow/values.yaml",
-        f"$values/charts/airflow/values-{env}.yaml",
+        VALUE_FILES[env][1],
     ]
     assert values_src["ref"] == "values"
     for app in (ours, airflow):
