@@ -15,7 +15,7 @@ server; SeaweedFS S3 (for some scenarios behind a proxy that cuts a write half w
 receiver. Airflow retries are 1 (2 tries), 1 s apart, so a scenario takes a minute, not an hour.
 
 Counts (rows lost, rows duplicated, scenarios without a clear error) are printed at the end of the session
-and asserted by ``test_zz_counts.py``.
+and asserted by ``test_fault_matrix_counts`` (the last test of this module).
 """
 
 from __future__ import annotations
@@ -638,3 +638,24 @@ def _converged(h: Harness, reference: Snapshot, record: ScenarioRecord, sc: Scen
 
 def _explain(result: RunResult) -> str:
     return f"task states {result.states}\nSlack: {result.slack}\n--- log tail ---\n{result.log[-6000:]}"
+
+
+# Last in this module (pytest keeps file order; pytest-xdist --dist loadfile keeps the file in one worker), so it
+# sees every scenario that ran in this process.
+def test_fault_matrix_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    if not REGISTRY:
+        pytest.skip("no fault scenario ran in this session (all deselected): nothing to count")
+    lost = sum(r.rows_lost for r in REGISTRY)
+    duplicated = sum(r.rows_duplicated for r in REGISTRY)
+    unclear = [r.id for r in REGISTRY if r.clear_error is False]
+    failed = [r.id for r in REGISTRY if not r.passed]
+    with capsys.disabled():
+        print(
+            f"\n[faults] {len(REGISTRY)} scenarios: rows lost {lost}, rows duplicated {duplicated}, "
+            f"scenarios without a clear error {len(unclear)}, scenarios not as expected {len(failed)}",
+            file=sys.stderr,
+        )
+    assert lost == 0, f"rows lost: {lost}"
+    assert duplicated == 0, f"rows duplicated: {duplicated}"
+    assert not unclear, f"scenarios without a clear error: {unclear}"
+    assert not failed, f"scenarios whose outcome was not the expected one: {failed}"
