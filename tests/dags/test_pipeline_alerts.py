@@ -98,12 +98,26 @@ def test_no_message_without_anomalies_or_warnings() -> None:
     assert only_warnings is not None and "0 anomalies, 1 quality warning " in only_warnings
 
 
-def test_without_slack_connection_alerts_are_disabled(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+class RecordingLog:
+    def __init__(self) -> None:
+        self.records: list[str] = []
+
+    def _record(self, message: str, *args: Any, **_: Any) -> None:
+        self.records.append(message % args)
+
+    warning = info = exception = _record
+
+
+def test_without_slack_connection_alerts_are_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline_alerts
+
+    log = RecordingLog()
+    monkeypatch.setattr(pipeline_alerts, "log", log)  # Airflow's logging setup varies with test order
     monkeypatch.delenv("AIRFLOW_CONN_SLACK_ALERTS", raising=False)
     assert post_to_slack("slack_alerts", "hello") is False
-    assert "Slack alerts are disabled: no Airflow connection 'slack_alerts'" in capsys.readouterr().out
+    [record] = log.records
+    assert record.startswith("Slack alerts are disabled: no Airflow connection 'slack_alerts'")
+    assert record.endswith("hello")
 
 
 def test_posts_through_the_slack_webhook_connection(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -145,4 +159,9 @@ def test_failure_notifier_posts_and_never_raises(monkeypatch: pytest.MonkeyPatch
         make_failure_notifier("slack_alerts")(failure_context())
         assert len(slack.texts()) == 1
     # The receiver is gone now: the notifier logs the error instead of raising over the task's own failure.
+    import pipeline_alerts
+
+    log = RecordingLog()
+    monkeypatch.setattr(pipeline_alerts, "log", log)
     make_failure_notifier("slack_alerts")(failure_context())
+    assert log.records == ["Could not send the failure notification to Slack"]
