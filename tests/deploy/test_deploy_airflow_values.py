@@ -175,3 +175,15 @@ def test_full_render_with_vendored_official_chart(helm: str) -> None:
         assert any(d["kind"] == "ScaledObject" for d in docs)
         errors = [e for d in docs for e in validate_object(d)]
         assert not errors, "\n".join(errors)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ingest_pool_is_created_with_the_schema(overlay: str) -> None:
+    """The DAG puts ingest in pool `coingecko_api`; the scheduler never queues a task whose pool is missing."""
+    job = deep_merge(load("values.yaml"), load(overlay))["migrateDatabaseJob"]
+    script = job["args"][-1]
+    assert job["args"][:2] == ["bash", "-c"]
+    assert script.index("airflow db migrate") < script.index("airflow pools set coingecko_api")
+    assert "set -euo pipefail" in script  # a failed migration must fail the sync, not be followed by more work
+    dag_source = (ROOT / "dags" / "stage_launch.py").read_text()
+    assert '"coingecko_api"' in dag_source
