@@ -32,7 +32,7 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, proc: subproc
         try:
             if check():
                 return
-        except Exception:  # noqa: S110 - not ready yet
+        except Exception:  # not ready yet
             pass
         time.sleep(0.05)
     raise TimeoutError(f"{what} was not ready after {timeout:.0f} s")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tests.support.net import free_port, port_open, wait_for
 
-PASSWORD = "cryptopipe-test"  # noqa: S105 - a throwaway credential for a loopback test server
+PASSWORD = "cryptopipe-test"  # a throwaway credential for a loopback test server
 
 
 def find_pg_bin() -> Path | None:
@@ -28,7 +28,11 @@ def find_pg_bin() -> Path | None:
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)
     on_path = shutil.which("pg_ctl")
     for candidate in [*candidates, on_path]:
-        if candidate and Path(candidate).with_name("initdb").exists() and Path(candidate).with_name("postgres").exists():
+        if (
+            candidate
+            and Path(candidate).with_name("initdb").exists()
+            and Path(candidate).with_name("postgres").exists()
+        ):
             return Path(candidate).parent
     return None
 

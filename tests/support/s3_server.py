@@ -19,7 +19,7 @@ from typing import Any
 from tests.support.net import free_port, port_open, stop_process, venv_tool, wait_for
 
 ACCESS_KEY = "cryptopipetest"
-SECRET_KEY = "cryptopipetestsecret"  # noqa: S105 - a throwaway credential for a loopback test server
+SECRET_KEY = "cryptopipetestsecret"  # a throwaway credential for a loopback test server
 
 
 @dataclass

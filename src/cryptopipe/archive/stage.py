@@ -48,8 +48,6 @@ def run(ctx: StageContext) -> None:
     manifest = build_manifest(ctx, archived=archived, warehouse={"url": safe_url(url), **loaded}, quality=quality)
     manifest_bytes = json_bytes(manifest)
     ctx.put(layout.manifest_key(interval), manifest_bytes, "application/json")
-    record_manifest(url, interval.start, ctx.store.url(layout.manifest_key(interval)), manifest_bytes, manifest)
-
     deleted = apply_retention(ctx.store, interval, ctx.settings.retention.working_days)
     ctx.result.metrics.update(
         {
@@ -60,6 +58,16 @@ def run(ctx: StageContext) -> None:
             "manifest_uri": ctx.store.url(layout.manifest_key(interval)),
             "warehouse_uri": safe_url(url),
         }
+    )
+    # Last: the manifest row and this archive run's own pipeline_runs row (its run record is written only after
+    # the stage returns; the same started_at makes a later load of that record update this row, not add one).
+    record_manifest(
+        url,
+        interval.start,
+        ctx.store.url(layout.manifest_key(interval)),
+        manifest_bytes,
+        manifest,
+        own_run=own_run_row(ctx),
     )
 
 
@@ -178,10 +186,32 @@ def load_warehouse(
     return {"revision": revision, "rows": counts}
 
 
-def record_manifest(url: str, interval_start: datetime, uri: str, data: bytes, manifest: dict[str, Any]) -> None:
+def own_run_row(ctx: StageContext) -> dict[str, Any]:
+    started = datetime.fromisoformat(ctx.result.started_at)
+    finished = datetime.now(UTC)
+    return {
+        "interval_start": ctx.interval.start,
+        "stage": ctx.stage,
+        "started_at": started,
+        "finished_at": finished,
+        "status": "success",
+        "exit_code": 0,
+        "duration_seconds": round((finished - started).total_seconds(), 3),
+        "rows_out": sum(o.rows or 0 for o in ctx.result.outputs),
+        "code_version": ctx.result.code_version,
+        "config_fingerprint": ctx.result.config_fingerprint,
+        "message": None,
+        "metrics": {k: _json_safe(v) for k, v in ctx.result.metrics.items()},
+    }
+
+
+def record_manifest(
+    url: str, interval_start: datetime, uri: str, data: bytes, manifest: dict[str, Any], *, own_run: dict[str, Any]
+) -> None:
     engine = create_engine(url)
     try:
         with warehouse_errors(url, "manifest record"), engine.begin() as conn:
+            upsert(conn, models.pipeline_runs, [own_run])
             upsert(
                 conn,
                 models.interval_manifests,

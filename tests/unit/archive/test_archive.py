@@ -127,8 +127,11 @@ def test_archive_loads_once_per_key_and_rerun_changes_nothing(env: FileStore, wa
     assert len(table_rows(warehouse_url, models.indicators)) == 3
     assert len(table_rows(warehouse_url, models.anomalies)) == 1
     runs = table_rows(warehouse_url, models.pipeline_runs)
-    # ingest/validate/transform records once each (upserted), plus one archive record per archive run so far
-    assert sorted(r[1] for r in runs).count("ingest") == 1
+    # one row per stage execution: ingest/validate/transform once each (upserted from their records on every
+    # archive run), and each of the two archive runs recorded by itself
+    stages = sorted(r[1] for r in runs)
+    assert stages.count("ingest") == 1 and stages.count("transform") == 1
+    assert stages.count("archive") == 2
     assert len(table_rows(warehouse_url, models.interval_manifests)) == 1
 
 

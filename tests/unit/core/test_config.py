@@ -22,7 +22,9 @@ def test_embedded_defaults(clean_env: pytest.MonkeyPatch) -> None:
 
 def test_yaml_then_env_precedence(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("coins:\n  top_n: 20\n  ids: [bitcoin]\nquote_currencies: [usd, eur]\napi:\n  retry:\n    max_attempts: 3\n")
+    cfg.write_text(
+        "coins:\n  top_n: 20\n  ids: [bitcoin]\nquote_currencies: [usd, eur]\napi:\n  retry:\n    max_attempts: 3\n"
+    )
     clean_env.setenv("CRYPTOPIPE_COINS__TOP_N", "7")
     clean_env.setenv("CRYPTOPIPE_QUOTE_CURRENCIES", "usd,btc")
     s = load_settings(cfg)
@@ -59,7 +61,10 @@ def test_plan_decides_url_and_header(clean_env: pytest.MonkeyPatch, plan: str, u
         ({"CRYPTOPIPE_COINS__TOP_N": "0"}, "nothing to fetch"),
         ({"CRYPTOPIPE_COINS__IDS": "Bit Coin"}, "is not a CoinGecko id"),
         ({"CRYPTOPIPE_QUALITY__PRICE_MIN": "5", "CRYPTOPIPE_QUALITY__PRICE_MAX": "1"}, "price_min must be below"),
-        ({"CRYPTOPIPE_APII__PLAN": "demo"}, "unknown configuration variable(s) in the environment: CRYPTOPIPE_APII__PLAN"),
+        (
+            {"CRYPTOPIPE_APII__PLAN": "demo"},
+            "unknown configuration variable(s) in the environment: CRYPTOPIPE_APII__PLAN",
+        ),
     ],
 )
 def test_bad_values_name_the_key(clean_env: pytest.MonkeyPatch, env: dict[str, str], message: str) -> None:
