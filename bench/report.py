@@ -94,6 +94,13 @@ def render(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+FINDINGS = Path(__file__).resolve().parent / "FINDINGS.md"
+
+
 def write_markdown(out: Path, target: Path) -> Path:
-    target.write_text(render(load_results(out)))
+    """RESULTS.md: the generated tables, then the profiling findings (bench/FINDINGS.md, written by hand)."""
+    text = render(load_results(out))
+    if FINDINGS.exists():
+        text += "\n" + FINDINGS.read_text()
+    target.write_text(text)
     return target
