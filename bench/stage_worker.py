@@ -2,7 +2,7 @@
 
 ``python -m bench.stage_worker STAGE START_ISO HOURS`` with the CRYPTOPIPE_* environment already set; prints
 one JSON line: per-interval seconds (execute_stage, in-process), the stage's metrics, the import time and the
-process's peak RSS (getrusage ru_maxrss). A separate process per stage is what makes the peak memory per stage.
+process's peak RSS (VmHWM). A separate process per stage is what makes the peak memory per stage.
 """
 
 from __future__ import annotations
@@ -14,6 +14,18 @@ import time
 from datetime import datetime
 
 from bench.common import quiet_logger
+
+
+def _peak_rss_kib() -> int:
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the parent (the
+    benchmark driver, which may have held gigabytes), while VmHWM belongs to this program's own address space."""
+    try:
+        for line in open("/proc/self/status", encoding="ascii"):  # noqa: SIM115 - tiny file, read once
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def main(argv: list[str]) -> int:
@@ -36,7 +48,7 @@ def main(argv: list[str]) -> int:
         cpu.append(round(time.process_time() - cpu_began, 4))
         seconds.append(result.duration_seconds)
         metrics.append({k: v for k, v in result.metrics.items() if isinstance(v, int | float)})
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kib = _peak_rss_kib()
     print(
         json.dumps(
             {
