@@ -105,6 +105,32 @@ def slack_connection_exists(conn_id: str) -> bool:
     return True
 
 
+SLACK_WEBHOOK_HOSTS = frozenset({"hooks.slack.com"})
+
+
+def check_webhook_url(conn_id: str, url: str) -> None:
+    """Alerts carry market data and log links: post them to Slack over https only (or a loopback test receiver).
+
+    A mistyped or malicious connection must not turn the alert task into a way to send data elsewhere.
+    """
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.strip())
+    host = (parts.hostname or "").lower()
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback and parts.scheme in {"http", "https"}:
+        return
+    if parts.scheme != "https" or host not in SLACK_WEBHOOK_HOSTS or parts.username or parts.port not in {None, 443}:
+        raise ValueError(
+            f"Airflow connection {conn_id!r} points Slack alerts at {parts.scheme}://{host or '?'}: "
+            f"only https://{'/'.join(sorted(SLACK_WEBHOOK_HOSTS))} (or a loopback test receiver) is allowed"
+        )
+
+
 def post_to_slack(conn_id: str, text: str) -> bool:
     """Post ``text`` through the Slack webhook connection; False (logged) when the connection is absent."""
     if not slack_connection_exists(conn_id):
@@ -112,7 +138,9 @@ def post_to_slack(conn_id: str, text: str) -> bool:
         return False
     from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
 
-    response = SlackWebhookHook(slack_webhook_conn_id=conn_id).send_text(text)
+    hook = SlackWebhookHook(slack_webhook_conn_id=conn_id)
+    check_webhook_url(conn_id, hook._get_conn_params()["url"])  # the URL the hook is about to post to
+    response = hook.send_text(text)
     log.info("Posted to Slack connection %r (HTTP %s)", conn_id, getattr(response, "status_code", "?"))
     return True
 

@@ -308,7 +308,7 @@ def _kubernetes_task(spec: StageSpec, settings: DeploymentSettings, task_kwargs:
         security_context=pod_security_context(),
         container_security_context=container_security_context(),
         volumes=[tmp_volume],
-        volume_mounts=[k8s.V1VolumeMount(name="tmp", mount_path="/tmp")],  # noqa: S108 - an emptyDir
+        volume_mounts=[k8s.V1VolumeMount(name="tmp", mount_path="/tmp")],  # noqa: S108  # nosec B108: the pod's own emptyDir
         deferrable=True,
         get_logs=True,
         log_events_on_failure=True,

@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from urllib.parse import unquote, urlsplit
 
 from cryptopipe import __version__
 from cryptopipe.core.config import Settings, load_settings
@@ -97,6 +98,11 @@ def _settings(args: argparse.Namespace) -> Settings:
     for secret in (settings.api.key, settings.alerts.slack_webhook_url, settings.warehouse.url):
         if secret is not None:
             register_secret(secret.get_secret_value())
+    # The warehouse password alone too, raw and URL-decoded: drivers and errors may show it outside the URL.
+    password = urlsplit(settings.warehouse.url.get_secret_value()).password
+    if password:
+        register_secret(password)
+        register_secret(unquote(password))
     return settings
 
 

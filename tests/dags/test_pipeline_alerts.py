@@ -165,3 +165,31 @@ def test_failure_notifier_posts_and_never_raises(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(pipeline_alerts, "log", log)
     make_failure_notifier("slack_alerts")(failure_context())
     assert log.records == ["Could not send the failure notification to Slack"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://hooks.slack.com/services/T/B/x",
+        "https://hooks.slack.com.evil.example/services/T/B/x",
+        "https://evil.example/services/T/B/x",
+        "https://user@hooks.slack.com/services/T/B/x",
+        "https://hooks.slack.com:8443/services/T/B/x",
+        "ftp://127.0.0.1/x",
+    ],
+)
+def test_slack_connection_pointing_elsewhere_is_refused(url: str) -> None:
+    from pipeline_alerts import check_webhook_url
+
+    with pytest.raises(ValueError, match=r"only https://hooks\.slack\.com") as err:
+        check_webhook_url("slack_alerts", url)
+    assert "/services/T/B/x" not in str(err.value)  # the token path is never echoed
+
+
+@pytest.mark.parametrize(
+    "url", ["https://hooks.slack.com/services/T/B/x", "http://127.0.0.1:9000/hook", "http://[::1]:80/h"]
+)
+def test_slack_and_loopback_webhooks_are_allowed(url: str) -> None:
+    from pipeline_alerts import check_webhook_url
+
+    check_webhook_url("slack_alerts", url)

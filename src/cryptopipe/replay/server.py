@@ -233,8 +233,20 @@ class _Handler(BaseHTTPRequestHandler):
         now = replay.clock.now_ms()
         fault = replay.faults.next_fault(self.path) if path.startswith(BASE_PATH) else None
         record = replay._record(self, path, query, now, fault)
-        status = self._api_with_fault(path, query, now, fault)
+        self._record_entry: dict[str, Any] | None = record
+        try:
+            status = self._api_with_fault(path, query, now, fault)
+        finally:
+            self._record_entry = None
         replay._finish(record, status)
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        # Record the status before the client can read the response: a test that inspects the request log
+        # right after its call returns must see it (recording after the body was sent raced with the client).
+        entry = getattr(self, "_record_entry", None)
+        if entry is not None:
+            self.server.replay._finish(entry, code)
+        super().send_response(code, message)
 
     def _api_with_fault(self, path: str, query: dict[str, list[str]], now: int, fault: Fault | None) -> int | None:
         """Serve one API request under an optional fault; the status sent (None if nothing was)."""

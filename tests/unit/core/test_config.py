@@ -155,3 +155,14 @@ def test_example_config_loads_and_documents_every_key(clean_env: pytest.MonkeyPa
 
     documented = flat(yaml.safe_load(example.read_text()))
     assert keys(Settings) - set(SECRET_KEYS) - {"warehouse.url"} <= documented
+
+
+def test_warehouse_password_is_redacted_alone_and_decoded(clean_env: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from cryptopipe.cli import _settings
+    from cryptopipe.core.logging import redact
+
+    clean_env.setenv("CRYPTOPIPE_WAREHOUSE__URL", "postgresql://u:p%40ss%2Fw0rd!@db.internal:5432/wh")
+    _settings(argparse.Namespace(config=None))
+    assert redact("auth failed for password p@ss/w0rd! and p%40ss%2Fw0rd!") == "auth failed for password *** and ***"
