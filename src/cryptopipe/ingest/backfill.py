@@ -31,6 +31,7 @@ import pyarrow as pa
 from cryptopipe.core.coingecko import (
     ALIGN_TOLERANCE,
     HISTORY_LIMIT_MESSAGE,
+    ChartSeries,
     chart_rows,
     classify_response,
     parse_market_chart,
@@ -179,21 +180,23 @@ class Backfill:
         self.range_start: datetime | None = None
 
     # one chart: stored raw, or fetched and stored
-    def chart(self, coin: str, vs: str, window: list[Interval]) -> tuple[str, Any]:
+    def chart(self, coin: str, vs: str, window: list[Interval]) -> tuple[str, ChartSeries]:
+        """The window's chart for one coin and currency, parsed: from the stored raw, or fetched and stored."""
         start, end = fetch_range(window)
         raw_key = chart_raw_key(coin, vs, start, end)
         stored = self.store.get_or_none(raw_key)
         if stored is not None:
             self.summary.charts_reused += 1
-            return raw_key, _decode(raw_key, stored)
+            return raw_key, parse_market_chart(_decode(raw_key, stored), raw_key)
         params = {"vs_currency": vs, "from": str(_ts(start)), "to": str(_ts(end)), "precision": "full"}
         fetched = self.client.get(f"/coins/{coin}/market_chart/range", params)
-        parse_market_chart(fetched.payload, f"{fetched.url}")  # refuse bad data before storing it
+        series = parse_market_chart(fetched.payload, raw_key)  # refuse bad data before storing it
         stored = gzip_bytes(fetched.body)
         try:
             self.store.put_once(raw_key, stored, "application/gzip")
         except WriteConflictError:  # a concurrent backfill stored its fetch first: use that one
             stored = self.store.get(raw_key)
+            series = parse_market_chart(_decode(raw_key, stored), raw_key)
         state = {
             "coin": coin,
             "vs_currency": vs,
@@ -208,7 +211,7 @@ class Backfill:
         }
         self.store.put(chunk_state_key(coin, vs, start, end), json_bytes(state), "application/json")
         self.summary.charts_fetched += 1
-        return raw_key, _decode(raw_key, stored)
+        return raw_key, series
 
     def window(self, window: list[Interval], coins: list[str], progress: Progress) -> None:
         marker = window_key(window)
@@ -224,8 +227,7 @@ class Backfill:
             snapshot_times = [iv.snapshot_time for iv in todo]
             for coin in coins:
                 for vs in self.settings.quote_currencies:
-                    raw_key, payload = self.chart(coin, vs, window)
-                    series = parse_market_chart(payload, raw_key)
+                    raw_key, series = self.chart(coin, vs, window)
                     rows = chart_rows(
                         series, coin_id=coin, vs_currency=vs, snapshot_times=snapshot_times, source_key=raw_key
                     )
