@@ -241,7 +241,7 @@ class Harness:
             task.retry_delay = timedelta(seconds=1)
             task.max_retry_delay = timedelta(seconds=2)
         for task_id, callback in (on_retry or {}).items():
-            dag.get_task(task_id).on_retry_callback = _once(callback)
+            dag.get_task(task_id).on_retry_callback = [_once(callback)]  # the operator keeps a list
         return dag
 
     def run(
