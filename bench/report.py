@@ -68,7 +68,7 @@ def render(results: list[dict[str, Any]]) -> str:
             measured = "-" if t["measured"] is None else f"{_fmt(t['measured'])} {t['unit']}"
             lines.append(
                 f"| {res['benchmark']} | {_fmt(t['name'])} | {_fmt(t['target'])} | {measured} | "
-                f"{_fmt(t['baseline'])} | {_verdict(t['met'])} | {_fmt(t['note'])} |"
+                f"{_fmt(t['baseline'])} | {_verdict(t['met'])} | {_fmt(t['note'] or res['reason'])} |"
             )
     machines = {json.dumps(r.get("machine"), sort_keys=True) for r in results if r.get("machine")}
     lines += ["", "## Machine", ""]
