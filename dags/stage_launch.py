@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-from airflow.sdk import BaseOperator
+from airflow.sdk.bases.operator import BaseOperator  # = airflow.sdk.BaseOperator, without the lazy lookup
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from kubernetes.client import models as k8s
 

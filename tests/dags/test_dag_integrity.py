@@ -207,3 +207,16 @@ def test_bad_deployment_settings_give_a_clear_import_error(
     assert bag.dags == {}
     [error] = bag.import_errors.values()
     assert needle in error
+
+
+def test_concrete_sdk_imports_are_the_public_api(pipeline_env: pytest.MonkeyPatch) -> None:
+    """The DAG imports DAG/task/timetable/BaseOperator from their defining modules (cheaper parses, see the DAG
+    file); they must stay the very objects `airflow.sdk` exports, or an Airflow upgrade has moved them."""
+    import airflow.sdk
+    import crypto_market_pipeline
+    import stage_launch
+
+    assert crypto_market_pipeline.DAG is airflow.sdk.DAG
+    assert crypto_market_pipeline.task is airflow.sdk.task
+    assert crypto_market_pipeline.CronDataIntervalTimetable is airflow.sdk.CronDataIntervalTimetable
+    assert stage_launch.BaseOperator is airflow.sdk.BaseOperator
