@@ -29,9 +29,9 @@ from cryptopipe.core.stage import StageContext
 from cryptopipe.core.tables import conform
 from cryptopipe.validate.docs_site import collect_site, content_type
 from cryptopipe.validate.frame import to_frame
-from cryptopipe.validate.gx_runner import import_gx, run_checks
+from cryptopipe.validate.gx_runner import Outcome, import_gx, run_checks
 from cryptopipe.validate.report import Verdict, build_report, judge, quality_score
-from cryptopipe.validate.suite import build_suite
+from cryptopipe.validate.suite import Check, build_suite
 
 DOCS_INDEX = "index.html"
 
@@ -77,6 +77,23 @@ def run(ctx: StageContext) -> None:
         docs = collect_site(Path(tmp))
     if DOCS_INDEX not in docs:
         raise RuntimeError("Great Expectations built no Data Docs index page")
+    publish(ctx, table, checks, outcomes, docs)
+
+
+def publish(
+    ctx: StageContext,
+    table: pa.Table,
+    checks: list[Check],
+    outcomes: dict[str, Outcome],
+    docs: dict[str, bytes] | None,
+    gx_version: str | None = None,
+) -> None:
+    """Judge the outcomes and write the interval's outputs; shared by ``run`` and the range mode (batch.py).
+
+    ``docs`` None (range mode): no Data Docs for this interval; Data Docs files of an earlier run are removed
+    (they would describe another validation) and the report's ``objects.data_docs`` is null.
+    """
+    interval, quality = ctx.interval, ctx.settings.quality
     verdict = judge(checks, outcomes, table.num_rows, quality.max_quarantine_share)
     score = quality_score(checks, outcomes, verdict)
 
@@ -84,7 +101,7 @@ def run(ctx: StageContext) -> None:
         "staging": staging_key(interval),
         "validated": None,
         "quarantine": None,
-        "data_docs": data_docs_prefix(interval) + DOCS_INDEX,
+        "data_docs": None if docs is None else data_docs_prefix(interval) + DOCS_INDEX,
     }
     rows_validated = rows_quarantined = 0
     day_key = validated_daily_key(interval.start.date())
@@ -105,7 +122,7 @@ def run(ctx: StageContext) -> None:
             ctx.delete(key)
     ctx.delete(day_key)  # the day's compaction included this hour as it was before
 
-    gx_version = import_gx().__version__
+    gx_version = gx_version or import_gx().__version__
     report = build_report(
         interval=interval,
         checks=checks,
@@ -118,7 +135,7 @@ def run(ctx: StageContext) -> None:
     )
     report_key = quality_report_key(interval)
     ctx.put_json(report_key, report)
-    docs_uri = _put_docs(ctx, docs)
+    docs_uri = _put_docs(ctx, docs or {})
 
     ctx.result.metrics.update(
         {
@@ -128,7 +145,7 @@ def run(ctx: StageContext) -> None:
             "quality_score": score,
             "warnings": len(verdict.warning_failures),
             "critical_failures": len(verdict.critical_failures),
-            "data_docs_uri": docs_uri,
+            **({"data_docs_uri": docs_uri} if docs is not None else {}),
             "quality_report_uri": ctx.store.url(report_key),
         }
     )
