@@ -173,7 +173,7 @@ def _run_chunk(
         assert table is not None and checks is not None
         item.ctx.result.metrics["batch_intervals"] = len(batch)
         return _guarded(
-            item.ctx, lambda: stage.publish(item.ctx, table, checks, per_interval, None, gx_version), shared
+            item.ctx, lambda: stage.publish(item.ctx, table, checks, per_interval, None, gx_version=gx_version), shared
         )
 
     with ThreadPoolExecutor(IO_THREADS) as pool:

@@ -86,6 +86,7 @@ def publish(
     checks: list[Check],
     outcomes: dict[str, Outcome],
     docs: dict[str, bytes] | None,
+    *,
     gx_version: str | None = None,
 ) -> None:
     """Judge the outcomes and write the interval's outputs; shared by ``run`` and the range mode (batch.py).
