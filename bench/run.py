@@ -26,7 +26,7 @@ BENCHMARKS = {
     "storage": "bench.storage",
     "dag_parse": "bench.dag_parse",
     "e2e_latency": "bench.dag_runs",
-    "concurrency": "bench.dag_runs",
+    "concurrency": "bench.concurrency",
 }
 
 

@@ -155,7 +155,7 @@ class AirflowCluster:
             args += ["--host", "127.0.0.1", "--port", str(self.api_port), "--workers", "1"]
         log = (self.logs / f"{component}.log").open("wb")
         try:
-            self.procs[component] = subprocess.Popen(  # noqa: S603  (our venv's airflow, fixed arguments)
+            self.procs[component] = subprocess.Popen(
                 args,
                 cwd=self.workdir,
                 env=self.env(),
@@ -168,7 +168,7 @@ class AirflowCluster:
 
     def _api_healthy(self) -> bool:
         url = f"http://127.0.0.1:{self.api_port}/api/v2/monitor/health"
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310  (loopback http)
+        with urllib.request.urlopen(url, timeout=2) as response:
             return bool(response.status == 200)
 
     def check_alive(self) -> None:
@@ -203,7 +203,7 @@ class AirflowCluster:
 
     def airflow(self, *args: str, timeout: float = 120) -> str:
         """Run an ``airflow`` CLI command against this cluster; its stdout, or an error quoting its output."""
-        proc = subprocess.run(  # noqa: S603  (our venv's airflow)
+        proc = subprocess.run(
             [self._airflow_bin(), *args],
             cwd=self.workdir,
             env=self.env(),
