@@ -7,6 +7,7 @@ same stage functions and the same storage keys, so what works here works there.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -41,6 +42,7 @@ class RunSummary:
     storage_uri: str
     results: list[StageResult] = field(default_factory=list)
     failures: list[tuple[Interval, str, PipelineError]] = field(default_factory=list)
+    batch: bool = False  # range mode: one aggregate line per stage instead of one line per interval and stage
 
     @property
     def exit_code(self) -> int:
@@ -48,19 +50,105 @@ class RunSummary:
 
     def render(self) -> str:
         lines = ["", "=== cryptopipe run summary ==="]
-        for res in self.results:
+        if self.batch:
+            lines.extend(self._aggregate())
+        for res in [] if self.batch else self.results:
             rows = sum(o.rows or 0 for o in res.outputs if o.rows is not None)
             extras = ", ".join(f"{k}={res.metrics[k]}" for k in SUMMARY_METRICS if k in res.metrics)
             lines.append(
                 f"{res.interval_start[:16]}Z  {res.stage:<9} {res.status:<7} {res.duration_seconds:7.2f}s  "
                 f"rows={rows:<7} {extras}"
             )
-        for interval, stage, err in self.failures:
+        shown = self.failures if not self.batch else self.failures[:MAX_FAILURES_SHOWN]
+        for interval, stage, err in shown:
             lines.append(f"FAILED {interval} at {stage} (exit {int(err.exit_code)}): {err.message}")
+        if len(shown) < len(self.failures):
+            lines.append(f"... and {len(self.failures) - len(shown)} more failures (see runs/<partition>/*.json)")
         lines.append(f"outputs: {self.storage_uri}")
+        if self.batch:
+            return "\n".join(lines)
         wheres = {k: v for res in self.results for k, v in res.metrics.items() if k.endswith("_uri") and k != "raw_uri"}
         lines.extend(f"  {k.removesuffix('_uri').replace('_', ' ')}: {v}" for k, v in sorted(wheres.items()))
         return "\n".join(lines)
+
+    def _aggregate(self) -> list[str]:
+        lines = []
+        stages = list(dict.fromkeys(res.stage for res in self.results))
+        for stage in stages:
+            runs = [res for res in self.results if res.stage == stage]
+            status = {s: sum(1 for r in runs if r.status == s) for s in ("success", "skipped", "failed")}
+            rows = sum(o.rows or 0 for r in runs for o in r.outputs if o.rows is not None)
+            seconds = sum(r.duration_seconds for r in runs)
+            lines.append(
+                f"{stage:<9} intervals={len(runs):<6} ok={status['success']:<6} skipped={status['skipped']:<5} "
+                f"failed={status['failed']:<5} rows={rows:<9} stage_seconds={seconds:.1f}"
+            )
+        return lines
+
+
+MAX_FAILURES_SHOWN = 20
+RangeFn = Callable[[Settings, list[Interval], logging.Logger], list[StageResult]]
+
+
+def range_function(name: str) -> RangeFn | None:
+    """The stage module's ``run_range`` (range mode), if it has one; ingest never runs as a range (live API)."""
+    import importlib
+
+    from cryptopipe.cli import STAGES
+
+    if name == "ingest":
+        return None
+    module = importlib.import_module(STAGES[name].split(":")[0])
+    fn: RangeFn | None = getattr(module, "run_range", None)
+    return fn
+
+
+def _error_of(result: StageResult) -> PipelineError:
+    """A failed StageResult as the typed error per-interval mode would have raised (same exit code and message)."""
+    err = PipelineError(result.message or f"{result.stage} failed")
+    err.exit_code = ExitCode(result.exit_code)
+    return err
+
+
+def run_pipeline_batch(
+    settings: Settings, intervals: list[Interval], stages: list[str], log: logging.Logger
+) -> RunSummary:
+    """Each stage over the whole range, in stage order: a stage's ``run_range`` when it has one, else one
+    execution per interval. An interval that fails a stage is left out of the later stages (as per interval:
+    nothing downstream runs on it); the other intervals go on."""
+    from cryptopipe.cli import load_stage
+
+    functions = {name: load_stage(name) for name in stages}  # fail fast on a missing extra
+    store, _ = open_stores(settings.storage)
+    summary = RunSummary(storage_uri=store.uri, batch=True)
+    stopped: set[Interval] = set()
+    for name in stages:
+        todo = [iv for iv in intervals if iv not in stopped]
+        if not todo:
+            break
+        range_fn = range_function(name)
+        if range_fn is None:
+            log.info("stage runs per interval", extra={"stage_name": name, "intervals": len(todo)})
+            results = []
+            for interval in todo:
+                try:
+                    results.append(execute_stage(name, functions[name], settings, interval, log))
+                except PipelineError as exc:
+                    stopped.add(interval)
+                    summary.failures.append((interval, name, exc))
+            summary.results.extend(results)
+            continue
+        log.info("stage runs as a range", extra={"stage_name": name, "intervals": len(todo)})
+        results = range_fn(settings, todo, log)
+        if len(results) != len(todo):  # a contract breach would silently drop intervals from the summary
+            raise RuntimeError(f"{name}.run_range returned {len(results)} results for {len(todo)} intervals")
+        for interval, result in zip(todo, results, strict=True):
+            summary.results.append(result)
+            if result.status == "failed":
+                stopped.add(interval)
+                summary.failures.append((interval, name, _error_of(result)))
+    summary.failures.sort(key=lambda f: (f[0].start, stages.index(f[1])))
+    return summary
 
 
 def run_pipeline(settings: Settings, intervals: list[Interval], stages: list[str], log: logging.Logger) -> RunSummary:

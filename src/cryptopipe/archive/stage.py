@@ -8,6 +8,7 @@ committed, so a manifest always describes an interval that is fully archived.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -27,8 +28,9 @@ from cryptopipe.archive.warehouse import (
     warehouse_errors,
 )
 from cryptopipe.core import layout
+from cryptopipe.core.config import Settings
 from cryptopipe.core.errors import StorageError
-from cryptopipe.core.stage import StageContext, json_bytes, sha256
+from cryptopipe.core.stage import StageContext, StageResult, json_bytes, sha256
 
 SNAPSHOT_COLUMNS = [c.name for c in models.market_snapshots.columns if c.name != "interval_start"]
 KEY_COLUMNS = ("coin_id", "vs_currency", "snapshot_time")
@@ -228,3 +230,10 @@ def record_manifest(
             )
     finally:
         engine.dispose()
+
+
+def run_range(settings: Settings, intervals: list[layout.Interval], log: logging.Logger) -> list[StageResult]:
+    """Range mode (``cryptopipe run --batch``): a day of intervals per warehouse transaction; see batch.py."""
+    from cryptopipe.archive.batch import run_range as run_range_impl
+
+    return run_range_impl(settings, intervals, log)

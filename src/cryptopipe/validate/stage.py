@@ -9,11 +9,13 @@ Reads the interval's staging table, validates it with the expectation suite thro
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
 import pyarrow as pa
 
+from cryptopipe.core.config import Settings
 from cryptopipe.core.errors import QualityGateError
 from cryptopipe.core.layout import (
     Interval,
@@ -25,7 +27,7 @@ from cryptopipe.core.layout import (
     validated_key,
 )
 from cryptopipe.core.schema import QUARANTINE_SCHEMA, SNAPSHOT_KEY, SNAPSHOT_SCHEMA
-from cryptopipe.core.stage import StageContext
+from cryptopipe.core.stage import StageContext, StageResult
 from cryptopipe.core.tables import conform
 from cryptopipe.validate.docs_site import collect_site, content_type
 from cryptopipe.validate.frame import to_frame
@@ -164,3 +166,10 @@ def publish(
             f"failed; nothing was validated. Report: {ctx.store.url(report_key)}",
             failed=verdict.critical_failures,
         )
+
+
+def run_range(settings: Settings, intervals: list[Interval], log: logging.Logger) -> list[StageResult]:
+    """Range mode (``cryptopipe run --batch``): one GX run over many intervals; see batch.py and docs/batch.md."""
+    from cryptopipe.validate.batch import run_range as run_range_impl
+
+    return run_range_impl(settings, intervals, log)
