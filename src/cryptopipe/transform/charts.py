@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,3 +133,20 @@ def index_html(title: str, charts: list[ChartSpec], anomalies: list[dict[str, An
 </body></html>
 """
     return page.encode()
+
+
+def render_charts(
+    grid: Grid,
+    charts: list[ChartSpec],
+    params: Params,
+    alerts: AlertSettings,
+    *,
+    snapshot: Any,
+    flagged: set[tuple[str, str]],
+) -> Iterator[tuple[ChartSpec, bytes]]:
+    """PNG bytes of each chosen chart, on the window grid of one interval."""
+    index = grid.series_index()
+    for chart in charts:
+        key = (chart.coin_id, chart.vs_currency)
+        title = f"{chart.coin_id} / {chart.vs_currency} — {snapshot:%Y-%m-%dT%H:%M:%SZ}"
+        yield chart, render_chart(grid, index[key], params, alerts, title, snapshot_anomaly=key in flagged)

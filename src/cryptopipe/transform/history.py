@@ -51,12 +51,18 @@ HISTORY_SCHEMA = pa.schema([SNAPSHOT_SCHEMA.field(name) for name in HISTORY_COLU
 
 @dataclass
 class History:
-    """The window's rows (HISTORY_COLUMNS), the interval's own validated rows, and what it cost to read them."""
+    """The window's rows (HISTORY_COLUMNS), the interval's own validated rows, and what it cost to read them.
+
+    ``extended`` also holds the rows between ``grid_start`` (the accumulator anchor: 01:00 of the first
+    partition's day, a day the window reads anyway) and the window: see transform/engine.py for why.
+    """
 
     table: pa.Table
     current: pa.Table
     window_start: datetime  # exclusive bound on snapshot_time
     window_end: datetime  # inclusive bound on snapshot_time (the interval end)
+    extended: pa.Table
+    grid_start: datetime  # first grid hour of ``extended`` (rows with snapshot_time > grid_start - 1 h)
     rows_read: int = 0
     objects_read: int = 0
     compactions_written: list[str] = field(default_factory=list)
@@ -120,42 +126,67 @@ def _past_day(reader: _Reader, day: date, compactions: list[str]) -> list[pa.Tab
     return [_slim(t) for t in hours]
 
 
-def load_history(ctx: StageContext, lookback_days: int) -> History:
-    interval = ctx.interval
-    reader = _Reader(ctx)
-    current = reader.read(validated_key(interval))
-    if current is None:
-        raise MissingInputError(
-            f"{ctx.store.url(validated_key(interval))} is missing: transform needs the validated snapshots of "
-            f"{interval} (run validate for this interval first)",
-            key=validated_key(interval),
-        )
-    current = conform(current, SNAPSHOT_SCHEMA)
+def anchor_time(interval: Interval, lookback_days: int) -> datetime:
+    """First snapshot (01:00) of the day of the window's first partition: where the accumulators start."""
+    day = first_partition(interval, lookback_days).date()
+    return datetime(day.year, day.month, day.day, tzinfo=interval.start.tzinfo) + HOUR
 
-    compactions: list[str] = []
+
+def read_window_days(
+    reader: _Reader, first_day: date, last: Interval, compactions: list[str], skip: str | None = None
+) -> list[pa.Table]:
+    """Rows (HISTORY_COLUMNS) of the days first_day .. last's day, the last day only up to last's hour."""
     parts: list[pa.Table] = []
-    first_day = first_partition(interval, lookback_days).date()
-    today = interval.start.date()
+    today = last.start.date()
     for day in days_between(first_day, today - timedelta(days=1)):
         parts.extend(_past_day(reader, day, compactions))
-    for hour, key in reader.hourly_keys(today, interval.start.hour).items():
-        if hour == interval.start.hour:
-            continue  # already read above
+    for key in reader.hourly_keys(today, last.start.hour).values():
+        if key == skip:
+            continue  # already read
         table = reader.read(key, HISTORY_COLUMNS)
         if table is not None:
             parts.append(_slim(table))
+    return parts
+
+
+def between(table: pa.Table, after: datetime, until: datetime) -> pa.Table:
+    """Rows with after < snapshot_time <= until."""
+    times = table.column("snapshot_time")
+    keep = pc.and_(pc.greater(times, pa.scalar(after, times.type)), pc.less_equal(times, pa.scalar(until, times.type)))
+    return table.filter(keep)
+
+
+def read_current(reader: _Reader, interval: Interval) -> pa.Table:
+    current = reader.read(validated_key(interval))
+    if current is None:
+        raise MissingInputError(
+            f"{reader.ctx.store.url(validated_key(interval))} is missing: transform needs the validated snapshots "
+            f"of {interval} (run validate for this interval first)",
+            key=validated_key(interval),
+        )
+    return conform(current, SNAPSHOT_SCHEMA)
+
+
+def load_history(ctx: StageContext, lookback_days: int) -> History:
+    interval = ctx.interval
+    reader = _Reader(ctx)
+    current = read_current(reader, interval)
+    compactions: list[str] = []
+    first_day = first_partition(interval, lookback_days).date()
+    parts = read_window_days(reader, first_day, interval, compactions, skip=validated_key(interval))
     parts.append(_slim(current))
 
     window_end = interval.end
     window_start = window_end - timedelta(days=lookback_days)
-    table = pa.concat_tables(parts)
-    times = table.column("snapshot_time")
-    in_window = pc.and_(pc.greater(times, pa.scalar(window_start, times.type)), pc.less_equal(times, window_end))
+    grid_start = anchor_time(interval, lookback_days)
+    extended = between(pa.concat_tables(parts), grid_start - HOUR, window_end)
     return History(
-        table=table.filter(in_window),
+        table=between(extended, window_start, window_end),
         current=current,
         window_start=window_start,
         window_end=window_end,
+        extended=extended,
+        grid_start=grid_start,
         rows_read=reader.rows,
         objects_read=reader.objects,
         compactions_written=compactions,

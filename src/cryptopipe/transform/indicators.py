@@ -36,6 +36,7 @@ TREND_SLOPE_HOURS = 24
 TREND_BAND = 0.01  # |SMA 7d / SMA 30d - 1| within 1% is "flat"
 MAX_FILL_HOURS = 6
 FLAT_RSI = 50.0
+HOURS_PER_DAY = 24
 
 
 @dataclass(frozen=True)
@@ -45,13 +46,18 @@ class Params:
 
 @dataclass
 class Grid:
-    """Prices on a regular hourly grid ending at the snapshot: ``observed[t, s]`` (NaN = no row)."""
+    """Prices on a regular hourly grid ending at the last snapshot: ``observed[t, s]`` (NaN = no row).
 
-    times: np.ndarray  # datetime64[ms], length T, the last one is the snapshot time
+    ``window``: the lookback of one snapshot in hours (0 = the whole grid). A grid built for the stage starts at
+    the accumulator anchor of its first snapshot (engine.py), up to 23 hours before that snapshot's window.
+    """
+
+    times: np.ndarray  # datetime64[ms], length T, the last one is the (last) snapshot time
     coin_ids: list[str]
     vs_currencies: list[str]
     observed: np.ndarray  # float64 [T, S]
     filled: np.ndarray  # observed with gaps of at most MAX_FILL_HOURS forward-filled
+    window: int = 0
 
     def series_index(self) -> dict[tuple[str, str], int]:
         return {(c, v): i for i, (c, v) in enumerate(zip(self.coin_ids, self.vs_currencies, strict=True))}
@@ -61,8 +67,24 @@ class Grid:
         missing = np.flatnonzero(np.isnan(self.filled[:, s]))
         return int(missing[-1]) + 1 if missing.size else 0
 
+    def window_grid(self, k: int | None = None) -> Grid:
+        """The grid one per-interval run saw for snapshot row ``k`` (default: the last): its window only."""
+        k = len(self.times) - 1 if k is None else k
+        lo = max(0, k + 1 - (self.window or len(self.times)))
+        observed = self.observed[lo : k + 1]
+        filled = pd.DataFrame(observed).ffill(limit=MAX_FILL_HOURS).to_numpy() if observed.size else observed.copy()
+        return Grid(self.times[lo : k + 1], self.coin_ids, self.vs_currencies, observed, filled)
 
-def build_grid(table: pa.Table, snapshot_time: datetime, hours: int) -> Grid:
+    def anchors(self, ks: np.ndarray) -> np.ndarray:
+        """Accumulator anchor of each snapshot row: 01:00 of the UTC day of its window's first partition."""
+        window = self.window or len(self.times)
+        first_snapshot = self.times[0].astype("datetime64[h]").astype(np.int64)
+        window_start = first_snapshot + np.asarray(ks, dtype=np.int64) - window + 1  # hours since epoch
+        partition_day = (window_start - 1) // HOURS_PER_DAY
+        return np.maximum(partition_day * HOURS_PER_DAY + 1 - first_snapshot, 0)
+
+
+def build_grid(table: pa.Table, snapshot_time: datetime, hours: int, window: int = 0) -> Grid:
     """Regularise rows (coin_id, vs_currency, snapshot_time, price) to ``hours`` hourly points ending at snapshot.
 
     A row's grid hour is its snapshot time rounded up to the hour (ingest snapshots are on the hour; backfill
@@ -90,7 +112,7 @@ def build_grid(table: pa.Table, snapshot_time: datetime, hours: int) -> Grid:
     filled = pd.DataFrame(observed).ffill(limit=MAX_FILL_HOURS).to_numpy() if labels else observed.copy()
     times = (np.arange(hours, dtype=np.int64) * HOUR_MS + first_ms).astype("datetime64[ms]")
     pairs = [label.split("\x1f", 1) for label in labels]
-    return Grid(times, [p[0] for p in pairs], [p[1] for p in pairs], observed, filled)
+    return Grid(times, [p[0] for p in pairs], [p[1] for p in pairs], observed, filled, window)
 
 
 def _rsi(x: np.ndarray) -> np.ndarray:
@@ -165,37 +187,56 @@ def _nullable(value: object) -> object:
     return value
 
 
-def snapshot_rows(grid: Grid, params: Params) -> list[dict[str, object]]:
-    """One dict per series with an observed price at the snapshot (never a filled one): its indicator values."""
-    rows: list[dict[str, object]] = []
-    snapshot = pd.Timestamp(grid.times[-1], tz="UTC").to_pydatetime()
-    for s in range(len(grid.coin_ids)):
-        price = grid.observed[-1, s]
-        if np.isnan(price):
-            continue  # no observation at the snapshot: no row (we do not invent the snapshot)
-        start = grid.segment_start(s)
-        values = series_indicators(grid.filled[start:, s], params)
-        filled_7d = np.isnan(grid.observed[-SR_WINDOW:, s]) & ~np.isnan(grid.filled[-SR_WINDOW:, s])
-        row: dict[str, object] = {
-            "coin_id": grid.coin_ids[s],
-            "vs_currency": grid.vs_currencies[s],
-            "snapshot_time": snapshot,
-            "price": float(price),
-            "trend": values["trend"][-1],
-            "history_hours": len(grid.times) - start,
-            "filled_hours_7d": int(filled_7d[-(len(grid.times) - start) :].sum()),
-        }
-        for name in FLOAT_COLUMNS:
-            row[name] = _nullable(float(values[name][-1]))
-        for name in WINDOWS:
-            row[f"warm_{name}"] = row[f"sma_{name}"] is not None
-        rows.append(row)
-    return rows
+def snapshot_rows(grid: Grid, params: Params, k: int | None = None) -> list[dict[str, object]]:
+    """One dict per series with an observed price at snapshot row ``k`` (never a filled one): its indicators."""
+    return snapshot_rows_many(grid, params, [len(grid.times) - 1 if k is None else k])[0]
 
 
-def indicators_table(grid: Grid, current: pa.Table, params: Params) -> pa.Table:
+def snapshot_rows_many(grid: Grid, params: Params, ks: list[int]) -> list[list[dict[str, object]]]:
+    """snapshot_rows for many snapshot rows of one grid, computed together (engine.py)."""
+    from cryptopipe.transform.engine import compute, prepare
+
+    karr = np.asarray(ks, dtype=np.int64)
+    window = grid.window or len(grid.times)
+    result = compute(
+        grid.observed,
+        prepare(grid.observed, grid.filled),
+        karr,
+        window=window,
+        anchors=grid.anchors(karr),
+        zscore_window=params.zscore_window,
+    )
+    out: list[list[dict[str, object]]] = []
+    for i, k in enumerate(karr):
+        snapshot = pd.Timestamp(grid.times[k], tz="UTC").to_pydatetime()
+        series = np.flatnonzero(result.has_row[i])
+        columns = {name: result.values[name][i, series].tolist() for name in FLOAT_COLUMNS}
+        trend = result.values["trend"][i, series].tolist()
+        rows = []
+        for j, s in enumerate(series):
+            row: dict[str, object] = {
+                "coin_id": grid.coin_ids[s],
+                "vs_currency": grid.vs_currencies[s],
+                "snapshot_time": snapshot,
+                "price": float(grid.observed[k, s]),
+                "trend": trend[j],
+                "history_hours": int(result.history_hours[i, s]),
+                "filled_hours_7d": int(result.filled_hours_7d[i, s]),
+            }
+            for name in FLOAT_COLUMNS:
+                row[name] = _nullable(columns[name][j])
+            for name in WINDOWS:
+                row[f"warm_{name}"] = row[f"sma_{name}"] is not None
+            rows.append(row)
+        out.append(rows)
+    return out
+
+
+def indicators_table(
+    grid: Grid, current: pa.Table, params: Params, rows: list[dict[str, object]] | None = None
+) -> pa.Table:
     """The snapshot rows joined with the interval's own descriptive fields, sorted by (coin_id, vs_currency)."""
-    rows = snapshot_rows(grid, params)
+    rows = snapshot_rows(grid, params) if rows is None else rows
     meta = {
         (r["coin_id"], r["vs_currency"]): r
         for r in current.select(

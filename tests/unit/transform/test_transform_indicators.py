@@ -357,4 +357,5 @@ def test_grid_from_series_table_matches_direct_computation() -> None:
     row = snapshot_rows(build_grid(table, END, 500), Params())[0]
     direct = series_indicators(x)
     for name in ("sma_7d", "ema_7d", "rsi_14", "macd", "bb_width", "volatility_7d", "zscore_1h"):
-        assert row[name] == direct[name][-1]
+        # the stage's vectorised engine vs the per-series path: same numbers up to rounding (docs/indicators.md)
+        assert row[name] == pytest.approx(direct[name][-1], rel=RTOL)
