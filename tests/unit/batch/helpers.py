@@ -47,8 +47,8 @@ def staging(interval: Interval, coins: list[str] = COINS) -> pa.Table:
             "source": "coins_markets",
             "source_key": f"raw/coins_markets/{interval.partition}/vs=usd/page=0001.json.gz",
         }
-        for name in rows:
-            rows[name].append(values.get(name))
+        for name, column in rows.items():
+            column.append(values.get(name))
     return pa.Table.from_pydict(rows, schema=SNAPSHOT_SCHEMA)
 
 
