@@ -372,7 +372,6 @@ SCENARIOS: list[Scenario] = [
     Scenario(
         "source-key-rejected", "source", "ingest fails with exit 7 (401 key rejected, never retried by HTTP); Slack",
         replay_faults("key_rejected", repeat=True), failed_stage="ingest", error=exit_message("ingest", 7),
-        slow=False,
     ),
     # --- storage (SeaweedFS S3) ---
     Scenario(
