@@ -6,6 +6,7 @@ same stage functions and the same storage keys, so what works here works there.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,8 +15,8 @@ from datetime import UTC, datetime
 from cryptopipe.core.config import Settings
 from cryptopipe.core.errors import ConfigError, ExitCode, PipelineError
 from cryptopipe.core.layout import HOUR, Interval, hourly_intervals, parse_utc
-from cryptopipe.core.stage import StageResult, execute_stage
-from cryptopipe.core.storage import open_stores
+from cryptopipe.core.stage import ObjectRef, StageResult, execute_stage, run_record_key
+from cryptopipe.core.storage import ObjectStore, open_stores
 
 
 def intervals_from_args(start: str | None, end: str | None, last: int | None) -> list[Interval]:
@@ -110,6 +111,43 @@ def _error_of(result: StageResult) -> PipelineError:
     return err
 
 
+def consecutive(intervals: list[Interval]) -> list[list[Interval]]:
+    """Split into runs of consecutive hours: an interval stopped upstream leaves a gap a range cannot span
+    (transform's range reads one contiguous window)."""
+    segments: list[list[Interval]] = []
+    for interval in intervals:
+        if segments and segments[-1][-1].end == interval.start:
+            segments[-1].append(interval)
+        else:
+            segments.append([interval])
+    return segments
+
+
+def _run_range(
+    range_fn: RangeFn, name: str, settings: Settings, segment: list[Interval], log: logging.Logger
+) -> list[StageResult]:
+    """One StageResult per interval. A range function may also raise the first interval's error after finishing
+    the others (transform does); then each interval's run record says how it went."""
+    try:
+        results = range_fn(settings, segment, log)
+    except PipelineError as exc:
+        store, _ = open_stores(settings.storage)
+        return [_result_from_record(store, name, interval, exc) for interval in segment]
+    if len(results) != len(segment):  # a contract breach would silently drop intervals from the summary
+        raise RuntimeError(f"{name}.run_range returned {len(results)} results for {len(segment)} intervals")
+    return results
+
+
+def _result_from_record(store: ObjectStore, name: str, interval: Interval, exc: PipelineError) -> StageResult:
+    data = store.get_or_none(run_record_key(interval, name))
+    record = json.loads(data) if data else {}
+    if record.get("interval_start") != interval.start.isoformat() or record.get("status") not in ("success", "failed"):
+        return StageResult(name, interval.start.isoformat(), interval.end.isoformat(), "failed",
+                           int(exc.exit_code), exc.message)  # fmt: skip
+    refs = {k: [ObjectRef(**o) for o in record.get(k, [])] for k in ("inputs", "outputs")}
+    return StageResult(**{**record, **refs})
+
+
 def run_pipeline_batch(
     settings: Settings, intervals: list[Interval], stages: list[str], log: logging.Logger
 ) -> RunSummary:
@@ -138,15 +176,14 @@ def run_pipeline_batch(
                     summary.failures.append((interval, name, exc))
             summary.results.extend(results)
             continue
-        log.info("stage runs as a range", extra={"stage_name": name, "intervals": len(todo)})
-        results = range_fn(settings, todo, log)
-        if len(results) != len(todo):  # a contract breach would silently drop intervals from the summary
-            raise RuntimeError(f"{name}.run_range returned {len(results)} results for {len(todo)} intervals")
-        for interval, result in zip(todo, results, strict=True):
-            summary.results.append(result)
-            if result.status == "failed":
-                stopped.add(interval)
-                summary.failures.append((interval, name, _error_of(result)))
+        for segment in consecutive(todo):
+            log.info("stage runs as a range", extra={"stage_name": name, "intervals": len(segment)})
+            results = _run_range(range_fn, name, settings, segment, log)
+            for interval, result in zip(segment, results, strict=True):
+                summary.results.append(result)
+                if result.status == "failed":
+                    stopped.add(interval)
+                    summary.failures.append((interval, name, _error_of(result)))
     summary.failures.sort(key=lambda f: (f[0].start, stages.index(f[1])))
     return summary
 
