@@ -6,16 +6,19 @@ Charted: every (coin, quote currency) with an anomaly at the snapshot (at most M
 with SMA 7d, SMA 30d and Bollinger bands (20, 2), hours whose z-score or 1h move crossed the thresholds marked,
 the snapshot starred when it has an anomaly, RSI-14 below.
 
-matplotlib is imported lazily (Agg canvas via the Figure API, no pyplot global state), under the default style
-whatever the local matplotlibrc says, and PNGs are saved without the Software tag: same inputs, same bytes.
+Drawn with Pillow's primitives (lines, polygons, FreeType text with Pillow's built-in font), not matplotlib:
+matplotlib's tick/text machinery cost 100-250 ms per chart, the largest part of a run (issue 7). PNGs carry no
+metadata or timestamps: same inputs and the same Pillow build give the same bytes.
 """
 
 from __future__ import annotations
 
 import html
 import io
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -24,7 +27,6 @@ from cryptopipe.core.config import AlertSettings
 from cryptopipe.transform.indicators import Grid, Params, series_indicators
 
 MAX_ANOMALY_CHARTS = 10
-DPI = 80
 
 
 @dataclass(frozen=True)
@@ -63,46 +65,180 @@ def _on_grid(values: np.ndarray, start: int, length: int) -> np.ndarray:
     return full
 
 
+# Layout of a chart (pixels): price panel above, RSI panel below, labels left and under.
+WIDTH, HEIGHT = 800, 480
+LEFT, RIGHT = 72, 790
+PRICE_TOP, PRICE_BOTTOM = 28, 330
+RSI_TOP, RSI_BOTTOM = 342, 440
+WHITE, BLACK, GRID, FRAME = (255, 255, 255), (0, 0, 0), (225, 225, 225), (80, 80, 80)
+BLUE, ORANGE, PURPLE, RED, GREEN, BAND = (
+    (31, 119, 180),
+    (255, 127, 14),
+    (148, 103, 189),
+    (214, 39, 40),
+    (44, 160, 44),
+    (127, 127, 127),
+)
+BAND_ALPHA = 64  # Bollinger band fill: 25 % grey over the background
+
+
+@lru_cache(maxsize=4)
+def _font(size: int) -> Any:
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
+def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Round tick values (1, 2, 2.5, 5 x 10^k steps) covering [low, high]."""
+    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+        return [low] if math.isfinite(low) else []
+    raw = (high - low) / count
+    power = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    first = math.ceil(low / step)
+    return [i * step for i in range(first, math.floor(high / step) + 1)]
+
+
+class _Panel:
+    """Maps (row index, value) to pixels inside one panel."""
+
+    def __init__(self, top: int, bottom: int, low: float, high: float, n: int) -> None:
+        self.top, self.bottom, self.low, self.high, self.n = top, bottom, low, high, n
+
+    def xs(self, idx: np.ndarray) -> np.ndarray:
+        return LEFT + idx * ((RIGHT - LEFT) / max(self.n - 1, 1))
+
+    def ys(self, values: np.ndarray) -> np.ndarray:
+        span = (self.high - self.low) or 1.0
+        return self.bottom - (values - self.low) * ((self.bottom - self.top) / span)
+
+    def runs(self, values: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Pixel coordinates of each run of finite values (NaN gaps are not bridged)."""
+        finite = np.isfinite(values)
+        idx = np.flatnonzero(finite)
+        if idx.size == 0:
+            return []
+        cuts = np.flatnonzero(np.diff(idx) > 1) + 1
+        return [(self.xs(part), self.ys(values[part])) for part in np.split(idx, cuts)]
+
+    def polyline(self, draw: Any, values: np.ndarray, color: tuple[int, int, int]) -> None:
+        for x, y in self.runs(values):
+            if x.size == 1:
+                draw.point((float(x[0]), float(y[0])), fill=color)
+            else:
+                draw.line(np.column_stack([x, y]).ravel().tolist(), fill=color, width=1)
+
+
+def _dashed(draw: Any, y: float, color: tuple[int, int, int]) -> None:
+    for x in range(LEFT, RIGHT, 8):
+        draw.line([x, y, min(x + 4, RIGHT), y], fill=color, width=1)
+
+
+def _star(cx: float, cy: float, outer: float = 9.0, inner: float = 4.0) -> list[float]:
+    points: list[float] = []
+    for i in range(10):
+        r = outer if i % 2 == 0 else inner
+        angle = math.pi / 2 + i * math.pi / 5
+        points += [cx + r * math.cos(angle), cy - r * math.sin(angle)]
+    return points
+
+
+def _axes(draw: Any, panel: _Panel, ticks: list[float], fmt: str) -> None:
+    font = _font(10)
+    for tick in ticks:
+        y = float(panel.ys(np.array([tick]))[0])
+        draw.line([LEFT, y, RIGHT, y], fill=GRID, width=1)
+        draw.text((LEFT - 4, y), format(tick, fmt), fill=BLACK, font=font, anchor="rm")
+    draw.rectangle([LEFT, panel.top, RIGHT, panel.bottom], outline=FRAME, width=1)
+
+
+def _time_ticks(draw: Any, times: np.ndarray, panels: list[_Panel]) -> None:
+    """Vertical grid lines at midnights (about 6 of them), dates under the RSI panel."""
+    days = times.astype("datetime64[D]")
+    midnights = np.flatnonzero(times == days.astype(times.dtype))
+    if midnights.size == 0:
+        return
+    step = max(1, math.ceil(midnights.size / 6))
+    font = _font(10)
+    for i in midnights[::step]:
+        for panel in panels:
+            x = float(panel.xs(np.array([i]))[0])
+            draw.line([x, panel.top, x, panel.bottom], fill=GRID, width=1)
+        draw.text((x, RSI_BOTTOM + 4), str(days[i]), fill=BLACK, font=font, anchor="ma")
+
+
+def _legend(draw: Any) -> None:
+    font = _font(10)
+    entries = [
+        ("price", BLACK),
+        ("SMA 7d", BLUE),
+        ("SMA 30d", ORANGE),
+        ("Bollinger (20, 2)", BAND),
+        ("|z| or 1h move over threshold", RED),
+    ]
+    x, y = LEFT + 6, PRICE_TOP + 6
+    draw.rectangle([x - 3, y - 3, x + 190, y + 13 * len(entries)], fill=WHITE, outline=GRID)
+    for i, (label, color) in enumerate(entries):
+        yy = y + 13 * i + 5
+        draw.line([x, yy, x + 16, yy], fill=color, width=2)
+        draw.text((x + 22, yy), label, fill=BLACK, font=font, anchor="lm")
+
+
 def render_chart(
     grid: Grid, s: int, params: Params, alerts: AlertSettings, title: str, *, snapshot_anomaly: bool = False
 ) -> bytes:
-    import matplotlib as mpl
-    from matplotlib.figure import Figure
+    """One PNG: price, SMA 7d/30d, Bollinger band, flagged hours (red dots), snapshot star, RSI 14 below.
+
+    Drawn with Pillow primitives (a few ms per chart; matplotlib cost ~100-250 ms per chart, which dominated a
+    run). PNG bytes depend only on the inputs and the Pillow/FreeType build (no timestamps, no metadata).
+    """
+    from PIL import Image, ImageDraw
 
     start = grid.segment_start(s)
     n = len(grid.times)
     values = series_indicators(grid.filled[start:, s], params)
     price = grid.observed[:, s]
-    times = grid.times  # datetime64: matplotlib converts it natively (much faster than datetime objects)
     z = _on_grid(values["zscore_1h"], start, n)
     move = _on_grid(values["return_1h_pct"], start, n)
     with np.errstate(invalid="ignore"):
         flagged = (np.abs(z) > alerts.zscore_threshold) | (np.abs(move) > alerts.move_1h_pct)
-    with mpl.rc_context(mpl.rcParamsDefault):
-        fig = Figure(figsize=(10, 6), dpi=DPI)
-        fig.subplots_adjust(left=0.08, right=0.98, top=0.94, bottom=0.12, hspace=0.08)
-        top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-        top.plot(times, price, color="black", linewidth=0.8, label="price")
-        top.plot(times, _on_grid(values["sma_7d"], start, n), color="tab:blue", linewidth=0.8, label="SMA 7d")
-        top.plot(times, _on_grid(values["sma_30d"], start, n), color="tab:orange", linewidth=0.8, label="SMA 30d")
-        upper, lower = _on_grid(values["bb_upper"], start, n), _on_grid(values["bb_lower"], start, n)
-        top.fill_between(times, lower, upper, color="tab:gray", alpha=0.25, linewidth=0, label="Bollinger (20, 2)")
-        marks = np.flatnonzero(flagged)
-        top.scatter(times[marks], price[marks], color="red", s=14, zorder=3, label="|z| or 1h move over threshold")
-        if snapshot_anomaly:
-            top.scatter(times[-1:], price[-1:], color="red", marker="*", s=160, zorder=4, label="anomaly now")
-        top.set_title(title)
-        top.legend(loc="upper left", fontsize=8)
-        top.grid(alpha=0.3)
-        bottom.plot(times, _on_grid(values["rsi_14"], start, n), color="tab:purple", linewidth=0.8)
-        bottom.axhline(70, color="red", linewidth=0.6, linestyle="--")
-        bottom.axhline(30, color="green", linewidth=0.6, linestyle="--")
-        bottom.set_ylim(0, 100)
-        bottom.set_ylabel("RSI 14")
-        bottom.grid(alpha=0.3)
-        fig.autofmt_xdate()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", metadata={"Software": None})
+    sma_7d, sma_30d = _on_grid(values["sma_7d"], start, n), _on_grid(values["sma_30d"], start, n)
+    upper, lower = _on_grid(values["bb_upper"], start, n), _on_grid(values["bb_lower"], start, n)
+    stacked = np.concatenate([price, sma_7d, sma_30d, upper, lower])
+    finite = stacked[np.isfinite(stacked)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    pad = (high - low) * 0.05 or abs(high) * 0.05 or 1.0
+    top = _Panel(PRICE_TOP, PRICE_BOTTOM, low - pad, high + pad, n)
+    rsi = _Panel(RSI_TOP, RSI_BOTTOM, 0.0, 100.0, n)
+
+    image = Image.new("RGB", (WIDTH, HEIGHT), WHITE)
+    draw = ImageDraw.Draw(image)
+    _axes(draw, top, _nice_ticks(top.low, top.high), ".4g")
+    _axes(draw, rsi, [30.0, 70.0], ".0f")
+    _time_ticks(draw, grid.times, [top, rsi])
+    band = Image.new("L", (WIDTH, HEIGHT), 0)
+    band_draw = ImageDraw.Draw(band)
+    for (xu, yu), (_, yl) in zip(top.runs(upper), top.runs(lower), strict=True):
+        band_draw.polygon(np.column_stack([np.r_[xu, xu[::-1]], np.r_[yu, yl[::-1]]]).ravel().tolist(), fill=BAND_ALPHA)
+    image.paste(BAND, mask=band)
+    draw = ImageDraw.Draw(image)
+    top.polyline(draw, sma_30d, ORANGE)
+    top.polyline(draw, sma_7d, BLUE)
+    top.polyline(draw, price, BLACK)
+    marks = np.flatnonzero(flagged & np.isfinite(price))
+    for x, y in zip(top.xs(marks), top.ys(price[marks]), strict=True):
+        draw.ellipse([x - 2.5, y - 2.5, x + 2.5, y + 2.5], fill=RED)
+    if snapshot_anomaly and np.isfinite(price[-1]):
+        draw.polygon(_star(float(top.xs(np.array([n - 1]))[0]), float(top.ys(price[-1:])[0])), fill=RED)
+    _dashed(draw, float(rsi.ys(np.array([70.0]))[0]), RED)
+    _dashed(draw, float(rsi.ys(np.array([30.0]))[0]), GREEN)
+    rsi.polyline(draw, _on_grid(values["rsi_14"], start, n), PURPLE)
+    draw.text((LEFT - 40, (RSI_TOP + RSI_BOTTOM) / 2), "RSI", fill=BLACK, font=_font(10), anchor="mm")
+    draw.text(((LEFT + RIGHT) / 2, PRICE_TOP / 2), title, fill=BLACK, font=_font(14), anchor="mm")
+    _legend(draw)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=6)
     return buffer.getvalue()
 
 
@@ -148,5 +284,5 @@ def render_charts(
     index = grid.series_index()
     for chart in charts:
         key = (chart.coin_id, chart.vs_currency)
-        title = f"{chart.coin_id} / {chart.vs_currency} — {snapshot:%Y-%m-%dT%H:%M:%SZ}"
+        title = f"{chart.coin_id} / {chart.vs_currency} at {snapshot:%Y-%m-%dT%H:%M:%SZ}"
         yield chart, render_chart(grid, index[key], params, alerts, title, snapshot_anomaly=key in flagged)
