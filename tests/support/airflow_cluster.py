@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -56,6 +57,10 @@ class AirflowCluster:
     parallelism: int = 4
     extra_env: dict[str, str] = field(default_factory=dict)
     startup_timeout: float = 120.0
+    # Modules every component imports at start-up (through airflow_local_settings.py): the LocalExecutor forks
+    # its workers and they fork the task processes, which then find them imported instead of importing them for
+    # every task start.
+    preload_modules: tuple[str, ...] = ()
     postgres: PostgresServer | None = None
     api_port: int = 0
     db_url: str = ""
@@ -131,8 +136,12 @@ class AirflowCluster:
 
     def start(self) -> None:
         """PostgreSQL, the schema, then the four components; returns when the api-server answers."""
-        for path in (self.home / "plugins", self.logs):
+        for path in (self.home / "plugins", self.home / "config", self.logs):
             path.mkdir(parents=True, exist_ok=True)
+        if self.preload_modules:
+            # AIRFLOW_HOME/config is on sys.path; Airflow imports airflow_local_settings when it starts.
+            lines = [f"import {name}  # noqa: F401" for name in self.preload_modules]
+            (self.home / "config" / "airflow_local_settings.py").write_text("\n".join(lines) + "\n")
         began = time.perf_counter()
         self.postgres = start_postgres()
         # Airflow's metadata DB through psycopg2 (its tested driver); the helper's URL names psycopg 3.
@@ -185,11 +194,13 @@ class AirflowCluster:
 
     def stop(self) -> None:
         """End every process group this harness started (by PID), then PostgreSQL. Safe to call twice."""
-        for component in reversed(list(self.procs)):
-            _stop_group(self.procs[component])
+        # The scheduler first: it stops handing tasks to new task processes.
+        for component in sorted(self.procs, key=lambda c: c != "scheduler"):
+            _stop_tree(self.procs[component])
         if self.postgres is not None:
             with contextlib.suppress(Exception):
                 self.postgres.stop()
+            shutil.rmtree(self.postgres.workdir, ignore_errors=True)
             self.postgres = None
 
     # --- using it --------------------------------------------------------------------------------------------
@@ -249,17 +260,53 @@ class AirflowCluster:
         return round(time.perf_counter() - began, 2)
 
 
-def _stop_group(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    """SIGTERM the process group led by ``proc`` (a component we started), SIGKILL it if it lingers."""
-    if proc.poll() is None:
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # "pid (comm) state ppid ...": comm may contain spaces, so split after its closing parenthesis.
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(stat.parent.name))
+    return children
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of every live process below ``pid`` (Linux /proc)."""
+    children, found, todo = _children_map(), [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _signal_groups(pgids: set[int], sig: signal.Signals) -> None:
+    for pgid in pgids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+
+
+def _stop_tree(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """Stop a component we started and everything below it, by PID.
+
+    The component leads its own process group, but Airflow's task supervisors start each task process in a
+    new session: those groups are found through the process tree (collected before anything is signalled).
+    """
+    groups = {proc.pid}
+    for pid in descendants(proc.pid):
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+            groups.add(os.getpgid(pid))
+    if proc.poll() is None:
+        _signal_groups(groups, signal.SIGTERM)
+        for pid in descendants(proc.pid):  # a task process started while the first list was taken
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+                groups.add(os.getpgid(pid))
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=timeout)
-    # Children (executor workers, task supervisors) may outlive the leader: end what is left of its group.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    # What is left of the tree (the leader, executor workers, task processes) is killed.
+    for pid in descendants(proc.pid) if proc.poll() is None else []:
+        with contextlib.suppress(ProcessLookupError):
+            groups.add(os.getpgid(pid))
+    _signal_groups(groups, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.wait(timeout=timeout)
