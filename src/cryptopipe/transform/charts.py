@@ -238,7 +238,7 @@ def render_chart(
     draw.text(((LEFT + RIGHT) / 2, PRICE_TOP / 2), title, fill=BLACK, font=_font(14), anchor="mm")
     _legend(draw)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=6)
+    image.save(buffer, format="PNG", compress_level=1)  # level 6 costs ~4x the time for ~25 % fewer bytes
     return buffer.getvalue()
 
 

@@ -142,25 +142,25 @@ def _anchored_inputs(p: Prepared, anchor: int) -> np.ndarray:
 def _accumulate(p: Prepared, anchor: int, last: int) -> tuple[np.ndarray, np.ndarray]:
     """Accumulators from ``anchor`` to ``last``: acc[i + 1] is the value at hour anchor + i, acc[0] = 0."""
     steps = last - anchor + 1
-    acc = np.zeros((steps + 1, len(_ROWS), p.x.shape[1]))
-    edge = _anchored_inputs(p, anchor)
-    for i in range(steps):
-        t = anchor + i
-        row = acc[i + 1]
-        np.multiply(acc[i], _DECAYS, out=row)
-        if i < edge.shape[1]:
-            price, gain, loss = edge[0, i], edge[1, i], edge[2, i]
-        else:
-            price, gain, loss = p.xz[t], p.gain[t], p.loss[t]
-        row[_PRICE_ROWS] += price
-        row[_GAIN_ROWS] += gain
-        row[_LOSS_ROWS] += loss
+    width = p.x.shape[1]
+    inputs = np.empty((steps, len(_ROWS), width))
+    inputs[:, _PRICE_ROWS] = p.xz[anchor : last + 1, None, :]
+    inputs[:, _GAIN_ROWS] = p.gain[anchor : last + 1, None, :]
+    inputs[:, _LOSS_ROWS] = p.loss[anchor : last + 1, None, :]
+    edge = _anchored_inputs(p, anchor)[:, :steps]
+    inputs[: edge.shape[1], _PRICE_ROWS] = edge[0][:, None, :]
+    inputs[: edge.shape[1], _GAIN_ROWS] = edge[1][:, None, :]
+    inputs[: edge.shape[1], _LOSS_ROWS] = edge[2][:, None, :]
+    acc = np.zeros((steps + 1, len(_ROWS), width))
+    for i in range(steps):  # acc = decay * acc + input, row by row (the same operations in every batch)
+        np.multiply(acc[i], _DECAYS, out=acc[i + 1])
+        np.add(acc[i + 1], inputs[i], out=acc[i + 1])
     # MACD signal accumulator: H(t) = (1-c) H(t-1) + a_f Gfast(t) - a_s Gslow(t)
     macd_core = _FAST_A * acc[:, _ROW["Gfast"]] - _SLOW_A * acc[:, _ROW["Gslow"]]
-    h = np.zeros((steps + 1, p.x.shape[1]))
+    h = np.zeros((steps + 1, width))
     for i in range(steps):
         np.multiply(h[i], 1.0 - _SIG_A, out=h[i + 1])
-        h[i + 1] += macd_core[i + 1]
+        np.add(h[i + 1], macd_core[i + 1], out=h[i + 1])
     return acc, h
 
 
