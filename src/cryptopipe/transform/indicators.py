@@ -6,8 +6,10 @@ an independent reference in tests/unit/transform/.
 
 Pipeline of one run: the window's rows → a regular hourly grid (hours x series, NaN where no observation) →
 forward-fill of short gaps (at most MAX_FILL_HOURS) → per series, the contiguous segment that ends at the
-snapshot → indicator arrays → the last value of each (the snapshot row). Longer gaps cut the series: the
-indicators warm up again after them, they are never bridged with invented prices.
+snapshot → the indicators at the snapshot. Longer gaps cut the series: the indicators warm up again after them,
+they are never bridged with invented prices. The stage computes the snapshot values for all series (and, in
+range mode, all snapshots) at once with engine.py; ``series_indicators`` is the per-series ta-lib/pandas
+definition of the same numbers (whole arrays), used for the charts and as the tests' reference.
 """
 
 from __future__ import annotations
