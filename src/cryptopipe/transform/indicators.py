@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,9 @@ import pyarrow.compute as pc
 import talib
 
 from cryptopipe.transform.schema import INDICATORS_SCHEMA
+
+if TYPE_CHECKING:
+    from cryptopipe.transform.engine import Prepared
 
 HOUR_MS = 3_600_000
 WINDOWS = {"7d": 168, "30d": 720, "90d": 2160}  # SMA/EMA windows in hours
@@ -194,15 +198,20 @@ def snapshot_rows(grid: Grid, params: Params, k: int | None = None) -> list[dict
     return snapshot_rows_many(grid, params, [len(grid.times) - 1 if k is None else k])[0]
 
 
-def snapshot_rows_many(grid: Grid, params: Params, ks: list[int]) -> list[list[dict[str, object]]]:
-    """snapshot_rows for many snapshot rows of one grid, computed together (engine.py)."""
+def snapshot_rows_many(
+    grid: Grid, params: Params, ks: list[int], prepared: Prepared | None = None
+) -> list[list[dict[str, object]]]:
+    """snapshot_rows for many snapshot rows of one grid, computed together (engine.py).
+
+    ``prepared``: ``engine.prepare(grid.observed, grid.filled)`` when the caller computes the grid in chunks.
+    """
     from cryptopipe.transform.engine import compute, prepare
 
     karr = np.asarray(ks, dtype=np.int64)
     window = grid.window or len(grid.times)
     result = compute(
         grid.observed,
-        prepare(grid.observed, grid.filled),
+        prepared if prepared is not None else prepare(grid.observed, grid.filled),
         karr,
         window=window,
         anchors=grid.anchors(karr),

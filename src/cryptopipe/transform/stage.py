@@ -27,6 +27,7 @@ from cryptopipe.core.stage import StageContext, StageResult, _write_run_record
 from cryptopipe.core.storage import open_stores
 from cryptopipe.transform.anomalies import alerts_document, detect_anomalies, iso_z, quality_summary
 from cryptopipe.transform.charts import choose_charts, index_html, render_charts
+from cryptopipe.transform.engine import prepare
 from cryptopipe.transform.history import (
     HOURS_PER_DAY,
     _Reader,
@@ -41,6 +42,7 @@ from cryptopipe.transform.indicators import Grid, Params, build_grid, indicators
 from cryptopipe.transform.schema import INDICATORS_SCHEMA
 
 STAGE = "transform"
+RANGE_CHUNK = 24 * 7  # intervals computed together in range mode (a week: 8 anchors, ~2424-hour accumulations)
 
 
 def _grid(table: pa.Table, grid_start: datetime, last_snapshot: datetime, lookback_days: int) -> Grid:
@@ -201,7 +203,7 @@ def run_range(
         table = between(pa.concat_tables(parts) if parts else _empty(), grid_start - HOUR, last.end)
         grid = _grid(_slim(table), grid_start, last.snapshot_time, lookback)
         ks = [len(grid.times) - len(intervals) + i for i in range(len(intervals))]
-        rows_per_interval = snapshot_rows_many(grid, params, ks)
+        prepared = prepare(grid.observed, grid.filled)
         head.result.metrics.update(
             {"rows_read": reader.rows, "objects_read": reader.objects, "compactions_written": len(compactions)}
         )
@@ -209,12 +211,21 @@ def run_range(
         for slot, err in zip(slots, errors, strict=True):
             _finish(slot, log, err or exc)
         raise
+    rows: list[list[dict[str, object]]] = []
+    chunk_error: Exception | None = None
     for i, slot in enumerate(slots):
+        if i % RANGE_CHUNK == 0:  # rows of a chunk of intervals at a time: memory stays bounded for a year
+            try:
+                rows, chunk_error = snapshot_rows_many(grid, params, ks[i : i + RANGE_CHUNK], prepared), None
+            except Exception as exc:  # every interval of the chunk fails with it, and gets its record
+                rows, chunk_error = [], exc
         current = currents[i]
+        errors[i] = errors[i] or chunk_error
         if errors[i] is None and current is not None:
             try:
                 draw = charts == "all" or i == len(slots) - 1
-                slot.ctx.result.metrics.update(_emit(slot.ctx, grid, ks[i], rows_per_interval[i], current, charts=draw))
+                metrics = _emit(slot.ctx, grid, ks[i], rows[i % RANGE_CHUNK], current, charts=draw)
+                slot.ctx.result.metrics.update(metrics)
             except Exception as exc:  # this interval failed; the others still get their outputs
                 errors[i] = exc
         slot.ctx.result.metrics.update(shared)
