@@ -84,7 +84,7 @@ def pod_label_value(value: str) -> str:
 class Sample:
     t: float  # seconds since the backfill was created
     ti_states: dict[str, int]  # task instances by state
-    slots_used: int  # running + queued task instances: what the executor's slots hold
+    slots_used: int  # running task instances: each holds one of the LocalExecutor's worker processes
     pods_running: int
     pods_running_by_stage: dict[str, int]
     running_pod_ti_states: dict[str, int]  # state of the task instance of each running pod
@@ -162,7 +162,7 @@ class Sampler:
         return Sample(
             t=t,
             ti_states=states,
-            slots_used=states.get("running", 0) + states.get("queued", 0),
+            slots_used=states.get("running", 0),
             pods_running=len(pods),
             pods_running_by_stage=by_stage,
             running_pod_ti_states=pod_ti,
@@ -297,6 +297,7 @@ def summarise(m: Measurement) -> dict[str, Any]:
         "slots_used_at_peak": busiest.slots_used if busiest else None,
         "ti_states_at_peak": busiest.ti_states if busiest else {},
         "peak_slots_used": max((s.slots_used for s in samples), default=0),
+        "peak_queued": max((s.ti_states.get("queued", 0) for s in samples), default=0),
         "peak_deferred": max((s.ti_states.get("deferred", 0) for s in samples), default=0),
         "pod_samples": pod_samples,
         "pod_samples_ti_deferred_pct": round(100 * deferred / pod_samples, 1) if pod_samples else None,
@@ -354,11 +355,17 @@ def _exit_on_sigterm() -> None:
 def run_concurrency(cfg: BenchConfig) -> Result:
     plan = plan_for(cfg)
     _exit_on_sigterm()
+    with tempfile.TemporaryDirectory(prefix="bench-concurrency-") as tmp:
+        m = measure(plan, Path(tmp))
+    return build_result(cfg, m)
+
+
+def build_result(cfg: BenchConfig, m: Measurement) -> Result:
+    """The result and the timeline file of one measurement."""
+    plan = m.plan
     result = Result(
         "concurrency", f"Concurrency: {plan.intervals} backfill intervals through the DAG with deferrable pods"
     )
-    with tempfile.TemporaryDirectory(prefix="bench-concurrency-") as tmp:
-        m = measure(plan, Path(tmp))
     s = summarise(m)
     timeline = write_timeline(cfg.out, m, s)
     all_ok = s["runs_succeeded"] == plan.intervals
@@ -390,8 +397,16 @@ def run_concurrency(cfg: BenchConfig) -> Result:
             "pods",
             s["peak_pods_running"] > plan.parallelism,
             baseline=float(plan.parallelism),
-            note=f"at the peak (t={s['peak_at_s']} s) {s['slots_used_at_peak']} task instances held executor slots "
-            f"(running+queued); peak slots in use over the run {s['peak_slots_used']}",
+            note=f"at the peak (t={s['peak_at_s']} s) {s['slots_used_at_peak']} task instance(s) ran in worker slots, "
+            f"the others were deferred: {s['ti_states_at_peak']}",
+        ),
+        Target(
+            "task instances in worker slots at once (peak, state running)",
+            f"<= parallelism ({plan.parallelism})",
+            float(s["peak_slots_used"]),
+            "task instances",
+            s["peak_slots_used"] <= plan.parallelism,
+            note=f"up to {s['peak_queued']} more were queued for a slot (mostly resumes after a pod ended)",
         ),
         Target(
             "running pods whose task instance is deferred (share of pod samples)",
@@ -424,8 +439,9 @@ def run_concurrency(cfg: BenchConfig) -> Result:
         "KubernetesPodOperator tasks against the Kubernetes API double; the intervals come from `airflow backfill "
         "create`. The pods run a fake stage (sleep, exit 0) so the numbers are orchestration and slot behaviour, "
         "not stage CPU.",
-        f"slots_used = task instances running or queued (what LocalExecutor slots hold); a deferred task "
-        f"instance waits in the triggerer. Peak pods {s['peak_pods_running']} with parallelism {plan.parallelism}: "
+        f"slots_used = task instances in state running (the LocalExecutor runs at most parallelism at once); "
+        f"queued ones wait for a slot; a deferred task instance waits in the triggerer. "
+        f"Peak pods {s['peak_pods_running']} with parallelism {plan.parallelism}: "
         "pods that wait hold no worker slot.",
         f"Pool {POOL} ({plan.pool_slots} slot, include_deferred off, as charts/airflow creates it): peak "
         f"concurrent ingest pods {s['peak_ingest_pods']}. A deferred ingest does not count against the pool, so "
