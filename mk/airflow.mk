@@ -34,7 +34,7 @@ airflow: setup ## Airflow standalone (UI :8080) running the DAG locally (PIPELIN
 	echo "airflow: migrating the metadata DB in $$AIRFLOW_HOME"; \
 	$(VENV)/bin/airflow db migrate > $(AIRFLOW_LOCAL_HOME)/db-migrate.log 2>&1 \
 	  || { cat $(AIRFLOW_LOCAL_HOME)/db-migrate.log; exit 1; }; \
-	$(VENV)/bin/airflow pools set coingecko_api $(COINGECKO_POOL_SLOTS) "CoinGecko API: bounds concurrent ingest" > /dev/null; \
+	$(VENV)/bin/airflow pools set --include-deferred coingecko_api $(COINGECKO_POOL_SLOTS) "CoinGecko API: bounds concurrent ingest" > /dev/null; \
 	$(VENV)/bin/cryptopipe replay-server --port $(REPLAY_PORT) > $(AIRFLOW_LOCAL_HOME)/replay-server.log 2>&1 & \
 	replay_pid=$$!; \
 	trap 'kill $$replay_pid 2>/dev/null || true' EXIT INT TERM; \
