@@ -27,7 +27,7 @@ LIBRARIES = (
     "great-expectations",
     "ta-lib",
     "sqlalchemy",
-    "matplotlib",
+    "pillow",
     "kubernetes",
 )
 

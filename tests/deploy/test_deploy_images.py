@@ -90,7 +90,7 @@ def test_stage_lock_has_the_stage_dependencies_only(stage: str) -> None:
     heavy = {
         "great-expectations": "validate",
         "ta-lib": "transform",
-        "matplotlib": "transform",
+        "pillow": "transform",
         "sqlalchemy": "archive",
     }
     for package, owner in heavy.items():
