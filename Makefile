@@ -37,8 +37,8 @@ format: setup ## ruff fix + format
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: setup tools lint ## Lint and the whole test suite (unit, DAG, end-to-end, deploy, Terraform)
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -q
+test: setup tools lint ## Lint and the whole test suite (unit, DAG, end-to-end, faults subset, deploy, Terraform)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -q -m "not full_matrix"
 
 test-fast: setup ## Unit tests only (no servers, no tools)
 	$(PY) -m pytest -q tests/unit -m "not e2e"

@@ -176,10 +176,29 @@ class StagePodOperator(KubernetesPodOperator):
             super().cleanup(pod=pod, remote_pod=remote_pod, xcom_result=xcom_result, context=context)
         except AirflowException as exc:
             code = container_exit_code(remote_pod, self.base_container_name)
-            if code is None or code == 0:
-                raise
             pod_name = pod.metadata.name if pod is not None and pod.metadata else "?"
+            if code is None:
+                waiting = container_waiting(remote_pod, self.base_container_name)
+                if waiting is None:
+                    raise
+                # The container never ran (ErrImagePull, CreateContainerConfigError, ...): say why, not only
+                # "returned a failure", so the Slack alert names the cause.
+                raise AirflowException(
+                    f"stage {self.stage}: pod {pod_name} never started its container: {waiting} (image {self.image})"
+                ) from exc
+            if code == 0:
+                raise
             raise failure_for_exit_code(self.stage, code, f"pod {pod_name}") from exc
+
+
+def container_waiting(pod: k8s.V1Pod | None, container_name: str) -> str | None:
+    """``reason: message`` of a container that is still waiting (it never ran), else None."""
+    statuses = (pod.status.container_statuses or []) if pod is not None and pod.status else []
+    for status in statuses:
+        waiting = status.state.waiting if status.name == container_name and status.state else None
+        if waiting is not None and waiting.reason:
+            return f"{waiting.reason}: {waiting.message}" if waiting.message else waiting.reason
+    return None
 
 
 def find_cryptopipe(env: Mapping[str, str] | None = None) -> str:

@@ -190,3 +190,19 @@ def test_failed_pod_without_exit_code_keeps_the_providers_failure(pod_task: Any)
     with pytest.raises(AirflowException, match="returned a failure") as excinfo:
         pod_task.cleanup(pod=pod, remote_pod=pod, context=None)
     assert not isinstance(excinfo.value, AirflowFailException)
+
+
+def test_container_that_never_ran_names_its_waiting_reason(pod_task: Any) -> None:
+    """ErrImagePull & co: the failure (and so the Slack alert) says why the container never ran, and which image."""
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+    from kubernetes.client import models as k8s
+
+    pod = terminated_pod(1, "Pending")
+    pod.status.container_statuses[0].state = k8s.V1ContainerState(
+        waiting=k8s.V1ContainerStateWaiting(reason="ErrImagePull", message="manifest unknown")
+    )
+    with pytest.raises(AirflowException, match="never started its container: ErrImagePull: manifest unknown") as exc:
+        pod_task.cleanup(pod=pod, remote_pod=pod, context=None)
+    assert pod_task.image in str(exc.value)
+    assert not isinstance(exc.value, AirflowFailException)  # a registry hiccup may pass: retried
+    assert "delete" in pod_task.calls

@@ -175,6 +175,7 @@ def test_two_ingests_of_one_interval_end_with_one_raw_set(
 
 
 @pytest.mark.slow
+@pytest.mark.full_matrix
 def test_concurrent_validate_and_transform_write_the_bytes_of_a_single_run(
     s3_server: S3Server, bucket_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -471,13 +471,13 @@ SCENARIOS: list[Scenario] = [
     ),
     Scenario(
         "k8s-image-pull-failure", "kubernetes",
-        "transform fails on both tries (the provider fails fast on ErrImagePull: 'Pod … returned a failure', "
-        "ImagePullBackOff in the pod status it logs); Slack; no indicators; rerun with a pullable image converges",
+        "transform fails on both tries ('never started its container: ErrImagePull/ImagePullBackOff … (image …)', "
+        "the waiting reason in the Slack alert); no indicators; rerun with a pullable image converges",
         lambda h, c: (
             h.k8s.fail_image_pull(image="*/cryptopipe-transform:*"),
             setattr(c, "heal", lambda h: h.k8s.clear_faults()),
         ),
-        failed_stage="transform", error="returned a failure",
+        failed_stage="transform", error="never started its container",
         check=lambda h, r, c: _expect("ImagePullBackOff" in r.log, "ImagePullBackOff in the task log"),
     ),
     Scenario(
@@ -530,7 +530,7 @@ def _expect(condition: bool, what: str) -> None:
 
 
 def _params() -> list[Any]:
-    return [pytest.param(s, id=s.id, marks=[pytest.mark.slow] if s.slow else []) for s in SCENARIOS]
+    return [pytest.param(s, id=s.id, marks=[pytest.mark.slow, pytest.mark.full_matrix] if s.slow else []) for s in SCENARIOS]
 
 
 def test_matrix_has_every_category() -> None:

