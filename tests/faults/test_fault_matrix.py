@@ -530,7 +530,9 @@ def _expect(condition: bool, what: str) -> None:
 
 
 def _params() -> list[Any]:
-    return [pytest.param(s, id=s.id, marks=[pytest.mark.slow, pytest.mark.full_matrix] if s.slow else []) for s in SCENARIOS]
+    return [
+        pytest.param(s, id=s.id, marks=[pytest.mark.slow, pytest.mark.full_matrix] if s.slow else []) for s in SCENARIOS
+    ]
 
 
 def test_matrix_has_every_category() -> None:
