@@ -39,9 +39,16 @@ from cryptopipe.archive.retention import apply_retention
 from cryptopipe.archive.warehouse import create_engine, lock_interval, migrate, safe_url, upsert, warehouse_errors
 from cryptopipe.core import layout
 from cryptopipe.core.config import Settings
-from cryptopipe.core.errors import ExitCode, PipelineError, StorageError
+from cryptopipe.core.errors import PipelineError, StorageError
 from cryptopipe.core.layout import Interval
-from cryptopipe.core.stage import StageContext, StageResult, json_bytes, run_record_key, sha256
+from cryptopipe.core.stage import (
+    StageContext,
+    StageResult,
+    finish_stage,
+    json_bytes,
+    new_context,
+    sha256,
+)
 from cryptopipe.core.storage import ObjectStore, open_stores
 
 STAGE = "archive"
@@ -74,7 +81,7 @@ def run_range(
             with warehouse_errors(url, "schema migration"):
                 revision = migrate(engine)
         except PipelineError as exc:  # nothing can load: every interval fails with the warehouse's error
-            items = [_Item(_context(settings, (store, archive_store), iv, log)) for iv in intervals]
+            items = [_Item(new_context(STAGE, settings, iv, (store, archive_store), log)) for iv in intervals]
             return [_finish(item, exc) for item in items]
         for first in range(0, len(intervals), chunk_hours):
             chunk = intervals[first : first + chunk_hours]
@@ -87,35 +94,8 @@ def run_range(
     return results
 
 
-def _context(
-    settings: Settings, stores: tuple[ObjectStore, ObjectStore], interval: Interval, log: logging.Logger
-) -> StageContext:
-    result = StageResult(
-        stage=STAGE,
-        interval_start=interval.start.isoformat(),
-        interval_end=interval.end.isoformat(),
-        started_at=datetime.now(UTC).isoformat(),
-        config_fingerprint=settings.fingerprint(),
-    )
-    return StageContext(STAGE, settings, interval, stores[0], stores[1], log, result)
-
-
 def _finish(item: _Item, error: PipelineError | None = None) -> StageResult:
-    res = item.ctx.result
-    res.status = "failed" if error else "success"
-    res.exit_code = int(error.exit_code) if error else int(ExitCode.OK)
-    res.message = error.message if error else ""
-    res.finished_at = datetime.now(UTC).isoformat()
-    res.duration_seconds = round(time.perf_counter() - item.clock, 3)
-    try:
-        item.ctx.store.put(run_record_key(item.ctx.interval, STAGE), json_bytes(res.to_json()), "application/json")
-    except PipelineError as exc:
-        item.ctx.log.warning("could not write the run record", extra={"error": exc.message})
-    item.ctx.log.info(
-        "stage finished",
-        extra={"interval_start": res.interval_start, "status": res.status, "duration_seconds": res.duration_seconds},
-    )
-    return res
+    return finish_stage(item.ctx, time.perf_counter() - item.clock, error)
 
 
 def _each(items: Sequence[_Item], work: Callable[[_Item], None]) -> None:
@@ -157,7 +137,7 @@ class _Run:
 
 def _run_chunk(run: _Run, intervals: list[Interval], *, retention: list[Interval] | None) -> list[StageResult]:
     settings, url, revision = run.settings, run.url, run.revision
-    items = [_Item(_context(settings, run.stores, iv, run.log)) for iv in intervals]
+    items = [_Item(new_context(STAGE, settings, iv, run.stores, run.log)) for iv in intervals]
     _each(items, _load)
     healthy = [item for item in items if item.error is None]
     counts: dict[Interval, dict[str, int]] = {}

@@ -129,36 +129,51 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def execute_stage(stage: str, fn: StageFn, settings: Settings, interval: Interval, log: logging.Logger) -> StageResult:
-    """Run one stage on one interval; always leave a run record; re-raise typed errors for the exit code."""
-    store, archive_store = open_stores(settings.storage)
-    started = _now()
+def new_context(
+    stage: str,
+    settings: Settings,
+    interval: Interval,
+    stores: tuple[ObjectStore, ObjectStore],
+    log: logging.Logger,
+) -> StageContext:
+    """A context with an open run record; ``finish_stage`` closes and writes it."""
     result = StageResult(
         stage=stage,
         interval_start=interval.start.isoformat(),
         interval_end=interval.end.isoformat(),
-        started_at=started.isoformat(),
+        started_at=_now().isoformat(),
         config_fingerprint=settings.fingerprint(),
     )
-    ctx = StageContext(stage, settings, interval, store, archive_store, log, result)
-    clock = time.perf_counter()
-    log.info("stage started", extra={"interval_start": result.interval_start, "interval_end": result.interval_end})
-    try:
-        fn(ctx)
-        result.status, result.exit_code = "success", int(ExitCode.OK)
-    except PipelineError as exc:
-        result.status, result.exit_code, result.message = "failed", int(exc.exit_code), exc.message
-        raise
-    except Exception as exc:
-        result.status, result.exit_code, result.message = "failed", int(ExitCode.INTERNAL), repr(exc)
-        raise
-    finally:
-        result.finished_at = _now().isoformat()
-        result.duration_seconds = round(time.perf_counter() - clock, 3)
-        _write_run_record(store, interval, result, log)
-    log.info(
+    return StageContext(stage, settings, interval, stores[0], stores[1], log, result)
+
+
+def finish_stage(
+    ctx: StageContext,
+    seconds: float,
+    error: BaseException | None = None,
+    *,
+    status: str | None = None,
+    message: str = "",
+) -> StageResult:
+    """Close the run record (status and exit code from the error, timings), write it, log the outcome.
+
+    ``status`` overrides the "success" of an interval that had nothing to do (e.g. "skipped"). Used by
+    ``execute_stage`` and by the stages' range modes, so one interval's record is the same either way.
+    """
+    result = ctx.result
+    if error is None:
+        result.status, result.exit_code, result.message = status or "success", int(ExitCode.OK), message
+    elif isinstance(error, PipelineError):
+        result.status, result.exit_code, result.message = "failed", int(error.exit_code), error.message
+    else:
+        result.status, result.exit_code, result.message = "failed", int(ExitCode.INTERNAL), repr(error)
+    result.finished_at = _now().isoformat()
+    result.duration_seconds = round(seconds, 3)
+    write_run_record(ctx.store, ctx.interval, result, ctx.log)
+    ctx.log.info(
         "stage finished",
         extra={
+            "interval_start": result.interval_start,
             "status": result.status,
             "duration_seconds": result.duration_seconds,
             "outputs": len(result.outputs),
@@ -168,7 +183,22 @@ def execute_stage(stage: str, fn: StageFn, settings: Settings, interval: Interva
     return result
 
 
-def _write_run_record(store: ObjectStore, interval: Interval, result: StageResult, log: logging.Logger) -> None:
+def execute_stage(stage: str, fn: StageFn, settings: Settings, interval: Interval, log: logging.Logger) -> StageResult:
+    """Run one stage on one interval; always leave a run record; re-raise typed errors for the exit code."""
+    ctx = new_context(stage, settings, interval, open_stores(settings.storage), log)
+    clock = time.perf_counter()
+    log.info(
+        "stage started", extra={"interval_start": ctx.result.interval_start, "interval_end": ctx.result.interval_end}
+    )
+    try:
+        fn(ctx)
+    except BaseException as exc:
+        finish_stage(ctx, time.perf_counter() - clock, exc)
+        raise
+    return finish_stage(ctx, time.perf_counter() - clock)
+
+
+def write_run_record(store: ObjectStore, interval: Interval, result: StageResult, log: logging.Logger) -> None:
     try:
         store.put(run_record_key(interval, result.stage), json_bytes(result.to_json()), "application/json")
     except PipelineError as exc:  # the store may be the thing that failed; the stage's own error wins

@@ -16,14 +16,14 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pyarrow as pa
 
 from cryptopipe.core.config import Settings
-from cryptopipe.core.errors import ConfigError, ExitCode, PipelineError
+from cryptopipe.core.errors import ConfigError, PipelineError
 from cryptopipe.core.layout import HOUR, Interval, alerts_key, indicators_key, quality_report_key, report_prefix
-from cryptopipe.core.stage import StageContext, StageResult, _write_run_record
+from cryptopipe.core.stage import StageContext, StageResult, finish_stage, new_context
 from cryptopipe.core.storage import open_stores
 from cryptopipe.transform.anomalies import alerts_document, detect_anomalies, iso_z, quality_summary
 from cryptopipe.transform.charts import choose_charts, index_html, render_charts
@@ -134,29 +134,12 @@ def _check_range(intervals: list[Interval]) -> None:
 
 
 def _slot(settings: Settings, interval: Interval, log: logging.Logger, stores: tuple) -> _Slot:
-    started = datetime.now(UTC)
-    result = StageResult(
-        stage=STAGE,
-        interval_start=interval.start.isoformat(),
-        interval_end=interval.end.isoformat(),
-        started_at=started.isoformat(),
-        config_fingerprint=settings.fingerprint(),
-    )
-    ctx = StageContext(STAGE, settings, interval, stores[0], stores[1], log, result)
-    return _Slot(ctx, started, time.perf_counter())
+    ctx = new_context(STAGE, settings, interval, stores, log)
+    return _Slot(ctx, datetime.fromisoformat(ctx.result.started_at), time.perf_counter())
 
 
 def _finish(slot: _Slot, log: logging.Logger, error: BaseException | None) -> None:
-    result = slot.ctx.result
-    if error is None:
-        result.status, result.exit_code = "success", int(ExitCode.OK)
-    elif isinstance(error, PipelineError):
-        result.status, result.exit_code, result.message = "failed", int(error.exit_code), error.message
-    else:
-        result.status, result.exit_code, result.message = "failed", int(ExitCode.INTERNAL), repr(error)
-    result.finished_at = datetime.now(UTC).isoformat()
-    result.duration_seconds = round(time.perf_counter() - slot.clock, 3)
-    _write_run_record(slot.ctx.store, slot.ctx.interval, result, log)
+    finish_stage(slot.ctx, time.perf_counter() - slot.clock, error)
 
 
 def run_range(

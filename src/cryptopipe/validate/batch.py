@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,10 +35,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cryptopipe.core.config import Settings
-from cryptopipe.core.errors import ExitCode, MissingInputError, PipelineError
+from cryptopipe.core.errors import MissingInputError, PipelineError
 from cryptopipe.core.layout import Interval, staging_key, validated_key
 from cryptopipe.core.schema import SNAPSHOT_SCHEMA
-from cryptopipe.core.stage import StageContext, StageResult, json_bytes, run_record_key
+from cryptopipe.core.stage import StageContext, StageResult, finish_stage, new_context
 from cryptopipe.core.storage import ObjectStore, open_stores
 from cryptopipe.validate import stage
 from cryptopipe.validate.frame import to_frame
@@ -87,46 +86,17 @@ def run_range(
 # --- per-interval bookkeeping (run records, errors) -------------------------------------------------------------
 
 
-def _context(
-    settings: Settings, store: ObjectStore, archive_store: ObjectStore, interval: Interval, log: logging.Logger
-) -> StageContext:
-    result = StageResult(
-        stage=STAGE,
-        interval_start=interval.start.isoformat(),
-        interval_end=interval.end.isoformat(),
-        started_at=datetime.now(UTC).isoformat(),
-        config_fingerprint=settings.fingerprint(),
-    )
-    return StageContext(STAGE, settings, interval, store, archive_store, log, result)
-
-
-def _finish(ctx: StageContext, status: str, exit_code: int, message: str, seconds: float) -> StageResult:
-    res = ctx.result
-    res.status, res.exit_code, res.message = status, exit_code, message
-    res.finished_at = datetime.now(UTC).isoformat()
-    res.duration_seconds = round(seconds, 3)
-    try:
-        ctx.store.put(run_record_key(ctx.interval, STAGE), json_bytes(res.to_json()), "application/json")
-    except PipelineError as exc:  # the store may be what failed; the interval's own outcome wins
-        ctx.log.warning("could not write the run record", extra={"error": exc.message})
-    ctx.log.info(
-        "stage finished",
-        extra={"interval_start": res.interval_start, "status": status, "duration_seconds": res.duration_seconds},
-    )
-    return res
-
-
 def _guarded(ctx: StageContext, work: Callable[[], None], shared_seconds: float) -> StageResult:
     """Run one interval's work like execute_stage does: typed errors fail the interval, bugs propagate."""
     clock = time.perf_counter()
     try:
         work()
     except PipelineError as exc:
-        return _finish(ctx, "failed", int(exc.exit_code), exc.message, shared_seconds + time.perf_counter() - clock)
+        return finish_stage(ctx, shared_seconds + time.perf_counter() - clock, exc)
     except Exception as exc:
-        _finish(ctx, "failed", int(ExitCode.INTERNAL), repr(exc), shared_seconds + time.perf_counter() - clock)
+        finish_stage(ctx, shared_seconds + time.perf_counter() - clock, exc)
         raise
-    return _finish(ctx, "success", int(ExitCode.OK), "", shared_seconds + time.perf_counter() - clock)
+    return finish_stage(ctx, shared_seconds + time.perf_counter() - clock)
 
 
 def _batchable(table: pa.Table) -> bool:
@@ -187,14 +157,14 @@ def _run_chunk(
 def _load(
     settings: Settings, stores: tuple[ObjectStore, ObjectStore], interval: Interval, log: logging.Logger
 ) -> _Item | StageResult:
-    ctx = _context(settings, *stores, interval, log)
+    ctx = new_context(STAGE, settings, interval, stores, log)
     key = staging_key(interval)
     if not ctx.store.exists(key):
         return _without_staging(ctx)
     try:
         return _Item(ctx, ctx.read_table(key))
     except PipelineError as exc:
-        return _finish(ctx, "failed", int(exc.exit_code), exc.message, 0.0)
+        return finish_stage(ctx, 0.0, exc)
 
 
 def _without_staging(ctx: StageContext) -> StageResult:
@@ -206,13 +176,13 @@ def _without_staging(ctx: StageContext) -> StageResult:
             extra={"interval_start": interval.start.isoformat(), "validated": validated_key(interval)},
         )
         ctx.result.metrics["skipped"] = "no staging; validated written by backfill"
-        return _finish(ctx, "skipped", int(ExitCode.OK), "no staging partition; validated written by backfill", 0.0)
+        return finish_stage(ctx, 0.0, status="skipped", message="no staging partition; validated written by backfill")
     err = MissingInputError(
         f"{ctx.store.url(staging_key(interval))} is missing: validate needs it "
         "(run the upstream stage for this interval first)",
         key=staging_key(interval),
     )
-    return _finish(ctx, "failed", int(err.exit_code), err.message, 0.0)
+    return finish_stage(ctx, 0.0, err)
 
 
 class _FallBackError(Exception):
