@@ -70,9 +70,10 @@ def terminated(pod: dict[str, Any] | None) -> bool:
 def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        # The process may exit between the two calls: reading its /proc entry then fails with ESRCH/ENOENT.
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
 def children_of_this_process() -> set[int]:
