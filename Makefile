@@ -40,7 +40,7 @@ format: setup ## ruff fix + format
 test: setup tools lint ## Lint and the whole test suite (unit, DAG, end-to-end, faults subset, deploy, Terraform)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -q -m "not full_matrix"
 
-test-fast: setup ## Unit tests only (no servers, no tools)
+test-fast: setup ## Unit tests only (no Airflow, no deploy tools)
 	$(PY) -m pytest -q tests/unit -m "not e2e"
 
 demo: setup ## Run the pipeline end to end offline: replay server, backfill, a few hourly intervals, summary
