@@ -42,7 +42,7 @@ from cryptopipe.core.stage import StageContext, StageResult, finish_stage, new_c
 from cryptopipe.core.storage import ObjectStore, open_stores
 from cryptopipe.validate import stage
 from cryptopipe.validate.frame import to_frame
-from cryptopipe.validate.gx_runner import Outcome, _expectation, _outcome, _quiet_gx, import_gx
+from cryptopipe.validate.gx_runner import Outcome, _quiet_gx, build_checkpoint, import_gx, outcomes_of
 from cryptopipe.validate.suite import SUITE_NAME, SUITE_VERSION, Check, build_suite
 
 if TYPE_CHECKING:
@@ -371,40 +371,15 @@ class _RangeValidator:
         self._names: tuple[str, ...] = ()
 
     def _build(self, checks: list[Check]) -> Any:
-        gx = import_gx()
-        from great_expectations.data_context.types.base import (
-            DataContextConfig,
-            InMemoryStoreBackendDefaults,
-            ProgressBarsConfig,
-        )
-
-        config = DataContextConfig(
-            store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
-            data_docs_sites={},
-            analytics_enabled=False,
-            progress_bars=ProgressBarsConfig(globally=False),
-        )
         with _quiet_gx():
-            context = gx.get_context(mode="ephemeral", project_config=config)
-            asset = context.data_sources.add_pandas("staging").add_dataframe_asset("staging_range")
-            batch_definition = asset.add_batch_definition_whole_dataframe("range")
-            suite = context.suites.add(
-                gx.ExpectationSuite(
-                    name=SUITE_NAME,
-                    expectations=[_expectation(gx, check) for check in checks],
-                    meta={"suite_version": SUITE_VERSION, "mode": "range"},
-                )
-            )
-            definition = context.validation_definitions.add(
-                gx.ValidationDefinition(name=f"{SUITE_NAME}-range", data=batch_definition, suite=suite)
-            )
-            return context.checkpoints.add(
-                gx.Checkpoint(
-                    name="validate-range",
-                    validation_definitions=[definition],
-                    actions=[],
-                    result_format={"result_format": "COMPLETE"},
-                )
+            return build_checkpoint(
+                checks,
+                asset="staging_range",
+                batch="range",
+                definition=f"{SUITE_NAME}-range",
+                checkpoint="validate-range",
+                meta={"suite_version": SUITE_VERSION, "mode": "range"},
+                docs_dir=None,
             )
 
     def run(self, frame: pd.DataFrame, checks: list[Check]) -> dict[str, Outcome]:
@@ -413,9 +388,4 @@ class _RangeValidator:
             self._checkpoint, self._names = self._build(checks), names
         with _quiet_gx():
             run = self._checkpoint.run(batch_parameters={"dataframe": frame})
-        (validation,) = run.run_results.values()
-        outcomes = {o.name: o for o in map(_outcome, validation.results)}
-        missing = [c.name for c in checks if c.name not in outcomes]
-        if missing:
-            raise RuntimeError(f"Great Expectations returned no result for check(s) {missing}")
-        return outcomes
+        return outcomes_of(run, checks)

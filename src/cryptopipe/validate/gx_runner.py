@@ -108,61 +108,92 @@ def _outcome(result: Any) -> Outcome:
     )
 
 
-def run_checks(
-    frame: pd.DataFrame, checks: list[Check], *, run_name: str, run_time: datetime, docs_dir: Path
-) -> dict[str, Outcome]:
-    """Validate the frame against the checks; Data Docs are written under ``docs_dir``."""
+def build_checkpoint(
+    checks: list[Check],
+    *,
+    asset: str,
+    batch: str,
+    definition: str,
+    checkpoint: str,
+    meta: dict[str, Any],
+    docs_dir: Path | None,
+) -> Any:
+    """An ephemeral context with the suite of ``checks`` and a COMPLETE-result checkpoint (call inside _quiet_gx).
+
+    With ``docs_dir`` the checkpoint updates our one Data Docs site there; the default ephemeral config would add a
+    second site in a temp folder that nobody cleans up. In-memory stores, no analytics, no progress bars on stderr.
+    """
     gx = import_gx()
-    from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.base import (
         DataContextConfig,
         InMemoryStoreBackendDefaults,
         ProgressBarsConfig,
     )
 
-    # Our one Data Docs site only: the default ephemeral config adds a second site in a temp folder that
-    # nobody cleans up. In-memory stores, no analytics, no progress bars on stderr.
+    sites = {}
+    if docs_dir is not None:
+        sites["local"] = {
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        }
     config = DataContextConfig(
         store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
-        data_docs_sites={
-            "local": {
-                "class_name": "SiteBuilder",
-                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            }
-        },
+        data_docs_sites=sites,
         analytics_enabled=False,
         progress_bars=ProgressBarsConfig(globally=False),
     )
+    context = gx.get_context(mode="ephemeral", project_config=config)
+    batch_definition = (
+        context.data_sources.add_pandas("staging")
+        .add_dataframe_asset(asset)
+        .add_batch_definition_whole_dataframe(batch)
+    )
+    # All expectations at construction: suite.add_expectation re-serializes the whole suite on every call.
+    suite = context.suites.add(
+        gx.ExpectationSuite(name=SUITE_NAME, expectations=[_expectation(gx, check) for check in checks], meta=meta)
+    )
+    validation = context.validation_definitions.add(
+        gx.ValidationDefinition(name=definition, data=batch_definition, suite=suite)
+    )
+    actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if docs_dir is not None else []
+    return context.checkpoints.add(
+        gx.Checkpoint(
+            name=checkpoint,
+            validation_definitions=[validation],
+            actions=actions,
+            result_format={"result_format": "COMPLETE"},
+        )
+    )
+
+
+def outcomes_of(run: Any, checks: list[Check]) -> dict[str, Outcome]:
+    """The one validation's outcomes by check name; every check must have been judged by GX."""
+    (validation,) = run.run_results.values()
+    outcomes = {o.name: o for o in map(_outcome, validation.results)}
+    missing = [c.name for c in checks if c.name not in outcomes]
+    if missing:  # a silent gap would let bad data through
+        raise RuntimeError(f"Great Expectations returned no result for check(s) {missing}")
+    return outcomes
+
+
+def run_checks(
+    frame: pd.DataFrame, checks: list[Check], *, run_name: str, run_time: datetime, docs_dir: Path
+) -> dict[str, Outcome]:
+    """Validate the frame against the checks; Data Docs are written under ``docs_dir``."""
+    from great_expectations.core.run_identifier import RunIdentifier
+
     with _quiet_gx():
-        context = gx.get_context(mode="ephemeral", project_config=config)
-        batch = context.data_sources.add_pandas("staging").add_dataframe_asset(ASSET_NAME)
-        batch_definition = batch.add_batch_definition_whole_dataframe("interval")
-        # All expectations at construction: suite.add_expectation re-serializes the whole suite on every call.
-        suite = context.suites.add(
-            gx.ExpectationSuite(
-                name=SUITE_NAME,
-                expectations=[_expectation(gx, check) for check in checks],
-                meta={"suite_version": SUITE_VERSION},
-            )
-        )
-        definition = context.validation_definitions.add(
-            gx.ValidationDefinition(name=f"{SUITE_NAME}-{run_name}", data=batch_definition, suite=suite)
-        )
-        checkpoint = context.checkpoints.add(
-            gx.Checkpoint(
-                name="validate",
-                validation_definitions=[definition],
-                actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
-                result_format={"result_format": "COMPLETE"},
-            )
+        checkpoint = build_checkpoint(
+            checks,
+            asset=ASSET_NAME,
+            batch="interval",
+            definition=f"{SUITE_NAME}-{run_name}",
+            checkpoint="validate",
+            meta={"suite_version": SUITE_VERSION},
+            docs_dir=docs_dir,
         )
         run = checkpoint.run(
             batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name, run_time=run_time)
         )
-    (validation,) = run.run_results.values()
-    outcomes = {o.name: o for o in map(_outcome, validation.results)}
-    missing = [c.name for c in checks if c.name not in outcomes]
-    if missing:  # every check must have been judged by GX; a silent gap would let bad data through
-        raise RuntimeError(f"Great Expectations returned no result for check(s) {missing}")
-    return outcomes
+    return outcomes_of(run, checks)
