@@ -37,6 +37,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.envvars import restore, snapshot
+
 
 def airflow_env_vars(home: Path, dags_folder: Path) -> dict[str, str]:
     """Environment of a self-contained Airflow: nothing under ~/airflow, no examples, SQLite."""
@@ -124,17 +126,13 @@ def prepare_airflow(home: Path, dags_folder: Path) -> AirflowTestEnv:
 @pytest.fixture(scope="session")
 def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowTestEnv]:
     """Session fixture: a migrated SQLite Airflow home; the environment is restored afterwards."""
-    saved = {key: os.environ.get(key) for key in airflow_env_vars(Path("/"), Path("/"))}
+    saved = snapshot(airflow_env_vars(Path("/"), Path("/")))
     root = tmp_path_factory.mktemp("airflow")
     prepared = prepare_airflow(root / "home", root / "dags")
     try:
         yield prepared
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        restore(saved)
         if "airflow.settings" in sys.modules:
             from airflow import settings
 

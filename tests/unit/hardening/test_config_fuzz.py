@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 
 from cryptopipe.core.config import NON_SETTING_ENV, Settings, _known_env_names, load_settings
 from cryptopipe.core.errors import ConfigError
+from tests.support.envvars import environment
 
 SECTIONS = ["coins", "quote_currencies", "api", "quality", "storage", "warehouse", "retention", "transform", "alerts"]
 FIELDS = ["ids", "top_n", "plan", "base_url", "rate_limit_per_minute", "retry", "max_attempts", "uri", "url",
@@ -71,15 +71,8 @@ ENV_NAMES = sorted(_known_env_names() - NON_SETTING_ENV)
                                                                                    blacklist_characters="\x00"),
                                                               max_size=40), max_size=5))  # fmt: skip
 def test_any_environment_is_settings_or_config_error(clean_env: pytest.MonkeyPatch, env: dict[str, str]) -> None:
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        load_settings()
-    except ConfigError as exc:
-        assert str(exc)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with environment(env):
+        try:
+            load_settings()
+        except ConfigError as exc:
+            assert str(exc)
