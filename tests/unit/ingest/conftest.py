@@ -13,6 +13,7 @@ import pytest
 
 from cryptopipe.cli import main
 from cryptopipe.replay.server import ReplayServer
+from tests.support.replay import reset_replay, running_replay
 
 CLOCK = "2025-06-01T13:05:00Z"  # the replay market's "now": just after the interval below ends
 START, END = "2025-06-01T12:00:00Z", "2025-06-01T13:00:00Z"
@@ -32,21 +33,13 @@ FAST = {
 
 @pytest.fixture(scope="session")
 def replay_session() -> Iterator[ReplayServer]:
-    server = ReplayServer(clock=CLOCK, max_hang_seconds=10)
-    server.start()
-    server.market()  # build the dataset once, before any timing-sensitive test
-    try:
+    with running_replay(CLOCK, max_hang_seconds=10) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def replay(replay_session: ReplayServer) -> ReplayServer:
-    replay_session.set_clock(CLOCK)
-    replay_session.clear_faults()
-    replay_session.clear_requests()
-    return replay_session
+    return reset_replay(replay_session, CLOCK)
 
 
 @dataclass

@@ -7,25 +7,17 @@ from collections.abc import Iterator
 import pytest
 
 from cryptopipe.replay import ReplayServer
+from tests.support.replay import reset_replay, running_replay
 
 CLOCK = "2026-11-22T14:00:00Z"
 
 
 @pytest.fixture(scope="session")
 def replay_session() -> Iterator[ReplayServer]:
-    server = ReplayServer(clock=CLOCK)
-    server.start()
-    server.market()  # build the dataset once, before any timing-sensitive test
-    try:
+    with running_replay(CLOCK) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def replay(replay_session: ReplayServer) -> ReplayServer:
-    """The shared server with the fixed clock, no faults and an empty request log."""
-    replay_session.set_clock(CLOCK)
-    replay_session.clear_faults()
-    replay_session.clear_requests()
-    return replay_session
+    return reset_replay(replay_session, CLOCK)
