@@ -228,9 +228,12 @@ def _load_warehouse(conn: Connection, items: list[_Item]) -> dict[Interval, dict
     _bulk_upsert(conn, models.market_snapshots, _concat(snapshot_tables))
     _bulk_upsert(conn, models.indicators, _concat(indicator_tables))
     upsert(conn, models.anomalies, anomalies)
+    runs = []
     for item in items:
         rows = stage.run_rows(item.ctx)
-        counts[item.ctx.interval]["pipeline_runs"] = upsert(conn, models.pipeline_runs, rows)
+        counts[item.ctx.interval]["pipeline_runs"] = len(rows)
+        runs.extend(rows)
+    upsert(conn, models.pipeline_runs, runs)  # one statement for the chunk, not one per interval
     return counts
 
 

@@ -108,13 +108,20 @@ def upsert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) ->
         from sqlalchemy.dialects.sqlite import insert
     else:  # pragma: no cover - config validation only admits these two
         raise WarehouseError(f"unsupported warehouse dialect {dialect!r}")
-    for start in range(0, len(rows), BATCH):
-        batch = [{k: _clean(v) for k, v in row.items()} for row in rows[start : start + BATCH]]
-        stmt = insert(table).values(batch)
-        updates = {c: stmt.excluded[c] for c in batch[0] if c not in keys}
-        conn.execute(
-            stmt.on_conflict_do_update(index_elements=keys, set_=updates) if updates else stmt.on_conflict_do_nothing()
-        )
+    # One prepared statement per set of columns, executed over the rows (executemany): compiling a multi-row
+    # VALUES statement per batch cost more than the rows themselves.
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row), []).append({k: _clean(v) for k, v in row.items()})
+    for columns, batch in groups.items():
+        stmt = insert(table)
+        updates = {c: stmt.excluded[c] for c in columns if c not in keys}
+        if updates:
+            stmt = stmt.on_conflict_do_update(index_elements=keys, set_=updates)
+        else:
+            stmt = stmt.on_conflict_do_nothing()
+        for start in range(0, len(batch), BATCH):
+            conn.execute(stmt, batch[start : start + BATCH])
     return len(rows)
 
 
