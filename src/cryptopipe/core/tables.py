@@ -38,10 +38,13 @@ def from_parquet_bytes(data: bytes, where: str = "parquet object") -> pa.Table:
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """Select and cast to the schema's columns in order; missing nullable columns become nulls."""
+    if table.schema.equals(schema, check_metadata=False):  # already conformant: no per-column casts
+        return pa.Table.from_arrays(table.columns, schema=schema)
     columns = []
     for field in schema:
         if field.name in table.column_names:
-            columns.append(table.column(field.name).cast(field.type))
+            column = table.column(field.name)
+            columns.append(column if column.type == field.type else column.cast(field.type))
         elif field.nullable:
             columns.append(pa.nulls(table.num_rows, field.type))
         else:
