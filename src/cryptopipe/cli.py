@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="range mode: each stage over the whole range at once where it has one (docs/batch.md); "
         "ingest still runs per interval",
     )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="with --batch: split validate's and transform's range over N processes (whole days each); "
+        "use the node's cores for a long backfill (default 1)",
+    )
     _add_config_arg(run)
 
     backfill = sub.add_parser("backfill", help="fill validated history from /coins/{id}/market_chart/range")
@@ -129,7 +136,12 @@ def _run_pipeline(args: argparse.Namespace, log: logging.Logger) -> int:
     if unknown:
         raise ConfigError(f"--stages: unknown stage(s) {unknown}; choose from {list(STAGE_ORDER)}")
     intervals = intervals_from_args(args.start, args.end, args.last)
-    summary = (run_pipeline_batch if args.batch else run_pipeline)(settings, intervals, stages, log)
+    if args.workers != 1 and not args.batch:
+        raise ConfigError("--workers splits a range: it needs --batch")
+    if args.batch:
+        summary = run_pipeline_batch(settings, intervals, stages, log, workers=args.workers)
+    else:
+        summary = run_pipeline(settings, intervals, stages, log)
     print(summary.render(), file=sys.stderr)
     return summary.exit_code
 

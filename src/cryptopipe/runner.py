@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import multiprocessing
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from cryptopipe.core.config import Settings
 from cryptopipe.core.errors import ConfigError, ExitCode, PipelineError
 from cryptopipe.core.layout import HOUR, Interval, hourly_intervals, parse_utc
+from cryptopipe.core.logging import register_secret, registered_secrets, setup_logging
 from cryptopipe.core.stage import ObjectRef, StageResult, execute_stage, run_record_key
 from cryptopipe.core.storage import ObjectStore, open_stores
 
@@ -148,13 +152,64 @@ def _result_from_record(store: ObjectStore, name: str, interval: Interval, exc: 
     return StageResult(**{**record, **refs})
 
 
+# Stages whose range may be split over worker processes: their intervals' outputs are independent (transform's
+# lookback reads validated data, which the validate stage finished before). Archive is not: the warehouse
+# serialises writers (SQLite has one), so parallel loads would only queue on its lock.
+PARALLEL_STAGES = frozenset({"validate", "transform"})
+MAX_WORKERS = 64
+
+
+def split_parts(segment: list[Interval], workers: int) -> list[list[Interval]]:
+    """At most ``workers`` contiguous parts, each a whole number of 24-hour blocks from the range start."""
+    days = math.ceil(len(segment) / 24)
+    if workers <= 1 or days < 2:
+        return [segment]
+    size = 24 * math.ceil(days / min(workers, days))
+    return [segment[i : i + size] for i in range(0, len(segment), size)]
+
+
+def _range_part(
+    name: str, settings: Settings, part: list[Interval], level: int, secrets: list[str]
+) -> list[StageResult]:
+    """A worker process: the same range function on its part, logging like its parent, secrets still redacted."""
+    for secret in secrets:
+        register_secret(secret)
+    log = setup_logging(name, logging.getLevelName(level))
+    range_fn = range_function(name)
+    assert range_fn is not None
+    return _run_range(range_fn, name, settings, part, log)
+
+
+def _run_parts(
+    name: str, settings: Settings, segment: list[Interval], log: logging.Logger, workers: int
+) -> list[StageResult]:
+    parts = split_parts(segment, workers) if name in PARALLEL_STAGES else [segment]
+    if len(parts) == 1:
+        range_fn = range_function(name)
+        assert range_fn is not None
+        return _run_range(range_fn, name, settings, segment, log)
+    log.info("range split over worker processes", extra={"stage_name": name, "workers": len(parts)})
+    # spawn, not fork: the parent may hold threads (pyarrow, GX) whose locks a forked child would inherit held.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(len(parts), mp_context=context) as pool:
+        futures = [
+            pool.submit(_range_part, name, settings, part, log.getEffectiveLevel(), registered_secrets())
+            for part in parts
+        ]
+        return [result for future in futures for result in future.result()]
+
+
 def run_pipeline_batch(
-    settings: Settings, intervals: list[Interval], stages: list[str], log: logging.Logger
+    settings: Settings, intervals: list[Interval], stages: list[str], log: logging.Logger, *, workers: int = 1
 ) -> RunSummary:
     """Each stage over the whole range, in stage order: a stage's ``run_range`` when it has one, else one
     execution per interval. An interval that fails a stage is left out of the later stages (as per interval:
-    nothing downstream runs on it); the other intervals go on."""
+    nothing downstream runs on it); the other intervals go on. ``workers`` > 1 splits validate's and transform's
+    ranges into that many parts of whole days, each in its own process (the results are the same objects)."""
     from cryptopipe.cli import load_stage
+
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ConfigError(f"--workers {workers}: must be between 1 and {MAX_WORKERS}")
 
     functions = {name: load_stage(name) for name in stages}  # fail fast on a missing extra
     store, _ = open_stores(settings.storage)
@@ -178,7 +233,7 @@ def run_pipeline_batch(
             continue
         for segment in consecutive(todo):
             log.info("stage runs as a range", extra={"stage_name": name, "intervals": len(segment)})
-            results = _run_range(range_fn, name, settings, segment, log)
+            results = _run_parts(name, settings, segment, log, workers)
             for interval, result in zip(segment, results, strict=True):
                 summary.results.append(result)
                 if result.status == "failed":

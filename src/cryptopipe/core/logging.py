@@ -18,6 +18,11 @@ def register_secret(value: str | None) -> None:
         _SECRETS.add(value)
 
 
+def registered_secrets() -> list[str]:
+    """What ``register_secret`` holds, for handing on to a worker process (which has its own registry)."""
+    return sorted(_SECRETS)
+
+
 def redact(text: str) -> str:
     for secret in _SECRETS:
         if secret in text:
