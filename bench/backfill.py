@@ -144,7 +144,7 @@ def run(cfg: BenchConfig) -> Result:
                 "bulk_step_wall_s_summed": step_s,
             }
         )
-    result.tables["where the time goes (the bulk step, wall time summed over worker processes, vs the whole stage)"] = phase_rows
+    result.tables["where the time goes (bulk step: wall time summed over worker processes)"] = phase_rows
     day = first + timedelta(days=0 if cfg.smoke else 180)
     floor = _sqlite_floor(work, day)
     year_rows = {"market_snapshots": rows, "indicators": rows}  # one row per staging row and table (upper bound)
