@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,6 +80,14 @@ class ObjectStore(ABC):
         except ObjectNotFoundError:
             return None
 
+    def version(self, key: str) -> str | None:
+        """A token that changes whenever the object is replaced: what a cache of something derived from it checks.
+
+        None when the object is absent or the store cannot vouch for its version (then derive, do not cache).
+        The same token at two moments means the object's bytes did not change in between.
+        """
+        return None
+
     def url(self, key: str) -> str:
         return f"{self.uri.rstrip('/')}/{key}"
 
@@ -136,6 +145,22 @@ class FileStore(ObjectStore):
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    # Files younger than this are "racily clean" (as in git): timestamps are coarse (a kernel tick), so a second
+    # write in the same tick that reuses the freed inode with the same size would look like the first one.
+    VERSION_SETTLE_NS = 2_000_000_000
+
+    def version(self, key: str) -> str | None:
+        """Inode, size, mtime and ctime: ``put`` replaces by rename, so every write is a new inode and time."""
+        try:
+            st = self._path(key).stat()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot stat {self._path(key)}: {exc.strerror or exc}") from exc
+        if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < self.VERSION_SETTLE_NS:
+            return None
+        return f"{st.st_ino}-{st.st_size}-{st.st_mtime_ns}-{st.st_ctime_ns}"
 
     def list(self, prefix: str) -> list[str]:
         base = self.root / prefix.rstrip("/") if prefix else self.root
@@ -250,6 +275,17 @@ class S3Store(ObjectStore):
             if _error_code(exc) in {"NoSuchKey", "404", "NotFound"}:
                 return False
             raise self._fail("check", key, exc) from exc
+
+    def version(self, key: str) -> str | None:
+        """The ETag (the MD5 of the bytes for a single-part upload), and the version id on a versioned bucket."""
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=self._full(key))
+        except Exception as exc:
+            if _error_code(exc) in {"NoSuchKey", "404", "NotFound"}:
+                return None
+            raise self._fail("check", key, exc) from exc
+        etag = head.get("ETag")
+        return f"{etag}:{head.get('VersionId') or ''}" if etag else None
 
     def list(self, prefix: str) -> list[str]:
         if prefix and ".." in prefix.split("/"):

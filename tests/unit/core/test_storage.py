@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from cryptopipe.core import storage
 from cryptopipe.core.config import StorageSettings
 from cryptopipe.core.errors import ObjectNotFoundError, StorageError, WriteConflictError
 from cryptopipe.core.storage import FileStore, ObjectStore, S3Store, open_store
@@ -87,6 +90,33 @@ def test_delete_is_idempotent(store: ObjectStore) -> None:
     store.delete("d/k")
     store.delete("d/k")
     assert not store.exists("d/k")
+
+
+def test_version_names_the_current_bytes(store: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a derived cache checks (transform's price projections): absent -> None, stable until replaced."""
+    monkeypatch.setattr(FileStore, "VERSION_SETTLE_NS", 0)
+    assert store.version("v/k") is None
+    store.put("v/k", b"one")
+    first = store.version("v/k")
+    assert first is not None
+    assert store.version("v/k") == first
+    store.put("v/k", b"two")
+    assert store.version("v/k") not in (None, first)
+    store.delete("v/k")
+    assert store.version("v/k") is None
+
+
+def test_file_version_not_vouched_for_right_after_a_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file younger than the timestamp granularity could be rewritten in the same tick: no version yet."""
+    store = FileStore(tmp_path)
+    store.put("v/k", b"one")
+    assert store.version("v/k") is None
+    real = time.time_ns
+    monkeypatch.setattr(storage, "time", SimpleNamespace(time_ns=lambda: real() + FileStore.VERSION_SETTLE_NS))
+    settled = store.version("v/k")
+    assert settled is not None
+    store.put("v/k", b"two")  # same size, a new file (rename): another version
+    assert store.version("v/k") not in (None, settled)
 
 
 @pytest.mark.parametrize("key", ["", "/abs", "a//b", "a/../b", "./a"])
