@@ -15,6 +15,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from cryptopipe.core.config import AlertSettings
@@ -34,43 +35,54 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _source_moves(current: pa.Table) -> dict[tuple[str, str], dict[str, float | None]]:
-    cols = ["coin_id", "vs_currency", "price_change_pct_1h", "price_change_pct_24h"]
-    return {
-        (r["coin_id"], r["vs_currency"]): {
-            "1h": _finite(r["price_change_pct_1h"]),
-            "24h": _finite(r["price_change_pct_24h"]),
-        }
-        for r in current.select(cols).to_pylist()
-    }
+def _finite_values(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """float64 values with NaN for null (and non-finite values kept non-finite): ``_finite`` on a column."""
+    values = column.to_numpy(zero_copy_only=False) if len(column) else np.zeros(0)
+    return np.asarray(values, dtype=np.float64)
 
 
-def detect_anomalies(indicators: pa.Table, current: pa.Table, alerts: AlertSettings) -> list[dict[str, Any]]:
+def _source_moves(indicators: pa.Table, current: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """CoinGecko's 1h and 24h change of each indicator row's series in the snapshot rows (NaN: none)."""
+    from cryptopipe.transform.indicators import matching_rows
+
+    rows = matching_rows(indicators, current)
+    moves = []
+    for name in ("price_change_pct_1h", "price_change_pct_24h"):
+        column = current.column(name).take(rows) if current.num_rows else pa.nulls(len(rows), pa.float64())
+        moves.append(_finite_values(column))
+    return moves[0], moves[1]
+
+
+def detect_anomalies(
+    indicators: pa.Table, current: pa.Table, alerts: AlertSettings, rows: pa.Array | None = None
+) -> list[dict[str, Any]]:
     """Anomaly records sorted by (coin_id, vs_currency, metric order)."""
-    moves = _source_moves(current)
-    found: list[dict[str, Any]] = []
-    for row in indicators.to_pylist():
-        key = (row["coin_id"], row["vs_currency"])
-        z = _finite(row["zscore_1h"])
-        source = moves.get(key, {})
-        move_1h = source.get("1h") if source.get("1h") is not None else _finite(row["return_1h_pct"])
-        move_24h = source.get("24h") if source.get("24h") is not None else _finite(row["return_24h_pct"])
+    source_1h, source_24h = _source_moves(indicators, current)
+    z = _finite_values(indicators.column("zscore_1h"))
+    with np.errstate(invalid="ignore"):
+        move_1h = np.where(np.isfinite(source_1h), source_1h, _finite_values(indicators.column("return_1h_pct")))
+        move_24h = np.where(np.isfinite(source_24h), source_24h, _finite_values(indicators.column("return_24h_pct")))
         checks = (
             ("zscore_1h", z, alerts.zscore_threshold, f"{alerts.zscore_window_hours}h"),
             ("move_1h_pct", move_1h, alerts.move_1h_pct, "1h"),
             ("move_24h_pct", move_24h, alerts.move_24h_pct, "24h"),
         )
-        for metric, value, threshold, window in checks:
-            if value is not None and abs(value) > threshold:
+        over = [np.isfinite(values) & (np.abs(values) > threshold) for _, values, threshold, _ in checks]
+    flagged = np.flatnonzero(np.logical_or.reduce(over)) if over[0].size else np.zeros(0, np.int64)
+    coins, currencies = indicators.column("coin_id"), indicators.column("vs_currency")
+    found: list[dict[str, Any]] = []
+    for i in flagged.tolist():
+        for (metric, values, threshold, window), hit in zip(checks, over, strict=True):
+            if hit[i]:
                 found.append(
                     {
-                        "coin_id": key[0],
-                        "vs_currency": key[1],
+                        "coin_id": coins[i].as_py(),
+                        "vs_currency": currencies[i].as_py(),
                         "metric": metric,
-                        "value": value,
+                        "value": float(values[i]),
                         "threshold": threshold,
                         "window": window,
-                        "z": z,
+                        "z": float(z[i]) if math.isfinite(z[i]) else None,
                     }
                 )
     found.sort(key=lambda a: (a["coin_id"], a["vs_currency"], METRIC_ORDER.index(a["metric"])))

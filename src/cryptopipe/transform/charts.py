@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from cryptopipe.core.config import AlertSettings
-from cryptopipe.transform.indicators import Grid, Params, series_indicators
+from cryptopipe.transform.indicators import CHART_SERIES, Grid, Params, series_indicators
 
 MAX_ANOMALY_CHARTS = 10
 
@@ -168,6 +168,24 @@ def _time_ticks(draw: Any, times: np.ndarray, panels: list[_Panel]) -> None:
         draw.text((x, RSI_BOTTOM + 4), str(days[i]), fill=BLACK, font=font, anchor="ma")
 
 
+def _band_mask(panel: _Panel, upper: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """Alpha of the Bollinger band over the price panel: each pixel column filled between the two bands.
+
+    The bands are interpolated at every pixel column, so the cost depends on the panel's width, not on how many
+    hours the window has (a polygon of 2 x 2400 vertices cost ~1.4 ms per chart).
+    """
+    mask = np.zeros((PRICE_BOTTOM - PRICE_TOP + 1, RIGHT - LEFT + 1), np.uint8)
+    rows = np.arange(PRICE_TOP, PRICE_BOTTOM + 1)[:, None]
+    for (xu, yu), (_, yl) in zip(panel.runs(upper), panel.runs(lower), strict=True):
+        columns = np.arange(math.ceil(xu[0]), math.floor(xu[-1]) + 1)
+        if columns.size == 0:
+            continue
+        a, b = np.interp(columns, xu, yu), np.interp(columns, xu, yl)
+        inside = (rows >= np.rint(np.minimum(a, b))) & (rows <= np.rint(np.maximum(a, b)))
+        mask[:, columns - LEFT] = np.where(inside, BAND_ALPHA, mask[:, columns - LEFT])
+    return mask
+
+
 def _legend(draw: Any) -> None:
     font = _font(10)
     entries = [
@@ -197,7 +215,7 @@ def render_chart(
 
     start = grid.segment_start(s)
     n = len(grid.times)
-    values = series_indicators(grid.filled[start:, s], params)
+    values = series_indicators(grid.filled[start:, s], params, only=CHART_SERIES)
     price = grid.observed[:, s]
     z = _on_grid(values["zscore_1h"], start, n)
     move = _on_grid(values["return_1h_pct"], start, n)
@@ -217,11 +235,8 @@ def render_chart(
     _axes(draw, top, _nice_ticks(top.low, top.high), ".4g")
     _axes(draw, rsi, [30.0, 70.0], ".0f")
     _time_ticks(draw, grid.times, [top, rsi])
-    band = Image.new("L", (WIDTH, HEIGHT), 0)
-    band_draw = ImageDraw.Draw(band)
-    for (xu, yu), (_, yl) in zip(top.runs(upper), top.runs(lower), strict=True):
-        band_draw.polygon(np.column_stack([np.r_[xu, xu[::-1]], np.r_[yu, yl[::-1]]]).ravel().tolist(), fill=BAND_ALPHA)
-    image.paste(BAND, mask=band)
+    box = (LEFT, PRICE_TOP, RIGHT + 1, PRICE_BOTTOM + 1)
+    image.paste(BAND, box, mask=Image.fromarray(_band_mask(top, upper, lower)))
     draw = ImageDraw.Draw(image)
     top.polyline(draw, sma_30d, ORANGE)
     top.polyline(draw, sma_7d, BLUE)
@@ -237,8 +252,29 @@ def render_chart(
     draw.text((LEFT - 40, (RSI_TOP + RSI_BOTTOM) / 2), "RSI", fill=BLACK, font=_font(10), anchor="mm")
     draw.text(((LEFT + RIGHT) / 2, PRICE_TOP / 2), title, fill=BLACK, font=_font(14), anchor="mm")
     _legend(draw)
+    return _png(image)
+
+
+def _png(image: Any) -> bytes:
+    """PNG bytes; an 8-bit palette image when the chart has at most 256 colours (it has ~255), else RGB.
+
+    The palette is exact (every pixel keeps its colour) and skips PNG's per-row filter search, which Pillow runs
+    for RGB: ~2.7 ms instead of ~6 ms per chart, and ~25 % fewer bytes. Level 1: level 6 costs ~4x the time.
+    """
+    from PIL import Image
+
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)  # level 6 costs ~4x the time for ~25 % fewer bytes
+    colors = image.getcolors(256)
+    if colors is None:
+        image.save(buffer, format="PNG", compress_level=1)
+        return buffer.getvalue()
+    rgb = np.array([color for _, color in colors], dtype=np.uint32)
+    lookup = np.empty(1 << 24, dtype=np.uint8)  # 24-bit colour -> index; only the chart's colours are read
+    lookup[rgb[:, 0] | (rgb[:, 1] << 8) | (rgb[:, 2] << 16)] = np.arange(len(colors), dtype=np.uint8)
+    pixels = np.frombuffer(image.tobytes("raw", "RGBX"), dtype="<u4") & np.uint32(0xFFFFFF)
+    indexed = Image.frombytes("P", image.size, lookup[pixels].tobytes())
+    indexed.putpalette(rgb.astype(np.uint8).tobytes())
+    indexed.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

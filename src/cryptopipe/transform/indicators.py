@@ -90,34 +90,68 @@ class Grid:
         return np.maximum(partition_day * HOURS_PER_DAY + 1 - first_snapshot, 0)
 
 
+def _series_codes(table: pa.Table) -> tuple[np.ndarray, list[str], np.ndarray, list[str]]:
+    """Per row: coin code and vs code into one dictionary each (the key columns may be plain or dictionary)."""
+    columns = {}
+    for name in ("coin_id", "vs_currency"):
+        column = table.column(name)
+        columns[name] = column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
+    unified = pa.table(columns).unify_dictionaries()
+    out: list[np.ndarray | list[str]] = []
+    for name in columns:
+        chunks = unified.column(name).chunks
+        if not chunks:
+            out += [np.zeros(0, np.int64), []]
+            continue
+        indices = np.concatenate([chunk.indices.to_numpy(zero_copy_only=False) for chunk in chunks])
+        out += [indices.astype(np.int64, copy=False), chunks[0].dictionary.to_pylist()]
+    coin, coins, vs, currencies = out
+    return coin, coins, vs, currencies  # type: ignore[return-value]
+
+
+def _where(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """values[mask], without the copy when every row is kept (the usual case)."""
+    return values if mask.all() else values[mask]
+
+
 def build_grid(table: pa.Table, snapshot_time: datetime, hours: int, window: int = 0) -> Grid:
     """Regularise rows (coin_id, vs_currency, snapshot_time, price) to ``hours`` hourly points ending at snapshot.
 
     A row's grid hour is its snapshot time rounded up to the hour (ingest snapshots are on the hour; backfill
-    points a few minutes past it belong to the next hour's close). Two rows on one grid hour: the later wins.
-    Non-positive or non-finite prices count as missing.
+    points a few minutes past it belong to the next hour's close). Two rows on one grid hour: the later wins
+    (equal times: the later row). Non-positive or non-finite prices count as missing. The series are those with
+    a row in the grid's hours, sorted by (coin_id, vs_currency); the key columns may be dictionary-coded.
     """
     end_ms = int(snapshot_time.timestamp() * 1000)
     first_ms = end_ms - (hours - 1) * HOUR_MS
-    keys = pc.binary_join_element_wise(table.column("coin_id"), table.column("vs_currency"), "\x1f")
-    labels = sorted(set(keys.to_pylist()))
-    codes = pc.index_in(keys, pa.array(labels, pa.string())).to_numpy(zero_copy_only=False)
-    ts_ms = table.column("snapshot_time").cast(pa.int64()).to_numpy(zero_copy_only=False)
-    price = table.column("price").to_numpy(zero_copy_only=False).astype(np.float64)
-    grid_ms = -(-ts_ms // HOUR_MS) * HOUR_MS
-    t_idx = (grid_ms - first_ms) // HOUR_MS
-    keep = (t_idx >= 0) & (t_idx < hours) & np.isfinite(price) & (price > 0)
-    t_idx, s_idx, ts_ms, price = t_idx[keep], codes[keep], ts_ms[keep], price[keep]
-    # The last row per (series, hour) wins: sort by series, hour, time and keep the last of each run.
-    order = np.lexsort((ts_ms, t_idx, s_idx))
-    cell = s_idx[order] * hours + t_idx[order]
-    last = np.append(cell[1:] != cell[:-1], True)
-    chosen = order[last]
-    observed = np.full((hours, len(labels)), np.nan)
-    observed[t_idx[chosen], s_idx[chosen]] = price[chosen]
-    filled = pd.DataFrame(observed).ffill(limit=MAX_FILL_HOURS).to_numpy() if labels else observed.copy()
+    coin, coins, vs, currencies = _series_codes(table)
+    ts_ms = table.column("snapshot_time").cast(pa.int64()).to_numpy()
+    price = table.column("price").to_numpy().astype(np.float64)
+    if first_ms % HOUR_MS == 0:  # the usual case (snapshots on the hour): the same, in fewer passes
+        t_idx = (ts_ms - (first_ms - HOUR_MS + 1)) // HOUR_MS
+    else:
+        t_idx = (-(-ts_ms // HOUR_MS) * HOUR_MS - first_ms) // HOUR_MS
+    in_range = (t_idx >= 0) & (t_idx < hours)
+    pair = coin * len(currencies) + vs
+    present = np.flatnonzero(np.bincount(_where(pair, in_range), minlength=len(coins) * len(currencies)))
+    names = [f"{coins[i // len(currencies)]}\x1f{currencies[i % len(currencies)]}" for i in present]
+    order = sorted(range(len(names)), key=names.__getitem__)
+    rank = np.zeros(len(coins) * len(currencies), np.int64)
+    rank[present[order]] = np.arange(len(order))
+    keep = in_range & np.isfinite(price) & (price > 0)
+    t_idx, s_idx, price = _where(t_idx, keep), rank[_where(pair, keep)], _where(price, keep)
+    flat = t_idx * len(names) + s_idx  # cell (hour, series) in the row-major grid
+    observed = np.full((hours, len(names)), np.nan)
+    observed.ravel()[flat] = price  # right when every cell has one row (validated data); prices are > 0
+    if observed.size - np.count_nonzero(np.isnan(observed)) != flat.size:  # a cell got two rows: the later wins
+        # sort by series, hour, time (stable: equal times keep the row order) and keep the last of each run
+        order_rows = np.lexsort((_where(ts_ms, keep), t_idx, s_idx))
+        sorted_cells = flat[order_rows]
+        chosen = order_rows[np.append(sorted_cells[1:] != sorted_cells[:-1], True)]
+        observed.ravel()[flat[chosen]] = price[chosen]
+    filled = pd.DataFrame(observed).ffill(limit=MAX_FILL_HOURS).to_numpy() if names else observed.copy()
     times = (np.arange(hours, dtype=np.int64) * HOUR_MS + first_ms).astype("datetime64[ms]")
-    pairs = [label.split("\x1f", 1) for label in labels]
+    pairs = [names[i].split("\x1f", 1) for i in order]
     return Grid(times, [p[0] for p in pairs], [p[1] for p in pairs], observed, filled, window)
 
 
@@ -154,54 +188,73 @@ def _trend(sma_7d: np.ndarray, sma_30d: np.ndarray) -> np.ndarray:
     return out
 
 
-def series_indicators(x: np.ndarray, params: Params = Params()) -> dict[str, np.ndarray]:
-    """Every indicator as an array aligned with ``x`` (one contiguous hourly price series, no NaN, > 0)."""
+# What a chart draws (charts.py): computing only these is ~2x cheaper than every indicator.
+CHART_SERIES = frozenset({"sma_7d", "sma_30d", "bb_upper", "bb_lower", "rsi_14", "return_1h_pct", "zscore_1h"})
+
+
+def series_indicators(
+    x: np.ndarray, params: Params = Params(), only: frozenset[str] | None = None
+) -> dict[str, np.ndarray]:
+    """Every indicator (or those in ``only``) as an array aligned with ``x`` (one contiguous hourly price series,
+    no NaN, > 0). A name in ``only`` gets the same array as without ``only``."""
+
+    def wanted(*names: str) -> bool:
+        return only is None or any(name in only for name in names)
+
     x = np.ascontiguousarray(x, dtype=np.float64)
     s = pd.Series(x)
     out: dict[str, np.ndarray] = {}
     for name, n in WINDOWS.items():
-        out[f"sma_{name}"] = talib.SMA(x, n)
-        out[f"ema_{name}"] = talib.EMA(x, n)
-    out["rsi_14"] = _rsi(x)
-    out["macd"], out["macd_signal"], out["macd_hist"] = talib.MACD(x, MACD_FAST, MACD_SLOW, MACD_SIGNAL)
-    out["bb_upper"], out["bb_middle"], out["bb_lower"], out["bb_width"] = _bollinger(x)
+        if wanted(f"sma_{name}", "trend"):
+            out[f"sma_{name}"] = talib.SMA(x, n)
+        if wanted(f"ema_{name}"):
+            out[f"ema_{name}"] = talib.EMA(x, n)
+    if wanted("rsi_14"):
+        out["rsi_14"] = _rsi(x)
+    if wanted("macd", "macd_signal", "macd_hist"):
+        out["macd"], out["macd_signal"], out["macd_hist"] = talib.MACD(x, MACD_FAST, MACD_SLOW, MACD_SIGNAL)
+    if wanted("bb_upper", "bb_middle", "bb_lower", "bb_width"):
+        out["bb_upper"], out["bb_middle"], out["bb_lower"], out["bb_width"] = _bollinger(x)
     ret = s.pct_change(fill_method=None)
-    out["return_1h_pct"] = (ret * 100.0).to_numpy()
-    out["return_24h_pct"] = (s.pct_change(24, fill_method=None) * 100.0).to_numpy()
-    log_ret = np.log(s).diff()
-    out["volatility_7d"] = (log_ret.rolling(VOL_WINDOW).std(ddof=1) * ANNUALISE).to_numpy()
-    # z of this hour's return against the previous `zscore_window` returns (the current one excluded).
-    mean = ret.rolling(params.zscore_window).mean().shift(1)
-    std = ret.rolling(params.zscore_window).std(ddof=1).shift(1)
-    z = ((ret - mean) / std).to_numpy(copy=True)
-    z[~(std.to_numpy() > 0)] = np.nan
-    out["zscore_1h"] = z
-    out["support_7d"] = s.rolling(SR_WINDOW).min().to_numpy()
-    out["resistance_7d"] = s.rolling(SR_WINDOW).max().to_numpy()
-    out["trend"] = _trend(out["sma_7d"], out["sma_30d"])
+    if wanted("return_1h_pct"):
+        out["return_1h_pct"] = (ret * 100.0).to_numpy()
+    if wanted("return_24h_pct"):
+        out["return_24h_pct"] = (s.pct_change(24, fill_method=None) * 100.0).to_numpy()
+    if wanted("volatility_7d"):
+        log_ret = np.log(s).diff()
+        out["volatility_7d"] = (log_ret.rolling(VOL_WINDOW).std(ddof=1) * ANNUALISE).to_numpy()
+    if wanted("zscore_1h"):
+        # z of this hour's return against the previous `zscore_window` returns (the current one excluded).
+        mean = ret.rolling(params.zscore_window).mean().shift(1)
+        std = ret.rolling(params.zscore_window).std(ddof=1).shift(1)
+        z = ((ret - mean) / std).to_numpy(copy=True)
+        z[~(std.to_numpy() > 0)] = np.nan
+        out["zscore_1h"] = z
+    if wanted("support_7d"):
+        out["support_7d"] = s.rolling(SR_WINDOW).min().to_numpy()
+    if wanted("resistance_7d"):
+        out["resistance_7d"] = s.rolling(SR_WINDOW).max().to_numpy()
+    if wanted("trend"):
+        out["trend"] = _trend(out["sma_7d"], out["sma_30d"])
     return out
 
 
 FLOAT_COLUMNS = [
     f.name for f in INDICATORS_SCHEMA if pa.types.is_floating(f.type) and f.name not in {"price", "market_cap"}
 ]
+# Columns taken from the interval's own validated rows; the others come from the grid and the engine.
+META_COLUMNS = ("symbol", "name", "market_cap", "market_cap_rank")
+SNAPSHOT_ROW_SCHEMA = pa.schema([f for f in INDICATORS_SCHEMA if f.name not in META_COLUMNS])
 
 
-def _nullable(value: object) -> object:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+def _floats(values: np.ndarray) -> pa.Array:
+    """float64 with null where the value is NaN or infinite (no value: warm-up, degenerate window)."""
+    return pa.array(values, pa.float64(), mask=~np.isfinite(values))
 
 
-def snapshot_rows(grid: Grid, params: Params, k: int | None = None) -> list[dict[str, object]]:
-    """One dict per series with an observed price at snapshot row ``k`` (never a filled one): its indicators."""
-    return snapshot_rows_many(grid, params, [len(grid.times) - 1 if k is None else k])[0]
-
-
-def snapshot_rows_many(
-    grid: Grid, params: Params, ks: list[int], prepared: Prepared | None = None
-) -> list[list[dict[str, object]]]:
-    """snapshot_rows for many snapshot rows of one grid, computed together (engine.py).
+def snapshot_tables(grid: Grid, params: Params, ks: list[int], prepared: Prepared | None = None) -> list[pa.Table]:
+    """Per snapshot row ``k``: one row per series with an observed price there (never a filled one), sorted by
+    (coin_id, vs_currency), columns SNAPSHOT_ROW_SCHEMA; all snapshots computed together (engine.py).
 
     ``prepared``: ``engine.prepare(grid.observed, grid.filled)`` when the caller computes the grid in chunks.
     """
@@ -217,46 +270,66 @@ def snapshot_rows_many(
         anchors=grid.anchors(karr),
         zscore_window=params.zscore_window,
     )
-    out: list[list[dict[str, object]]] = []
+    by_key = np.array(
+        sorted(range(len(grid.coin_ids)), key=lambda s: (grid.coin_ids[s], grid.vs_currencies[s])), dtype=np.int64
+    )
+    coin_ids, vs_currencies = np.array(grid.coin_ids, dtype=object), np.array(grid.vs_currencies, dtype=object)
+    out = []
     for i, k in enumerate(karr):
-        snapshot = pd.Timestamp(grid.times[k], tz="UTC").to_pydatetime()
-        series = np.flatnonzero(result.has_row[i])
-        columns = {name: result.values[name][i, series].tolist() for name in FLOAT_COLUMNS}
-        trend = result.values["trend"][i, series].tolist()
-        rows = []
-        for j, s in enumerate(series):
-            row: dict[str, object] = {
-                "coin_id": grid.coin_ids[s],
-                "vs_currency": grid.vs_currencies[s],
-                "snapshot_time": snapshot,
-                "price": float(grid.observed[k, s]),
-                "trend": trend[j],
-                "history_hours": int(result.history_hours[i, s]),
-                "filled_hours_7d": int(result.filled_hours_7d[i, s]),
-            }
-            for name in FLOAT_COLUMNS:
-                row[name] = _nullable(columns[name][j])
-            for name in WINDOWS:
-                row[f"warm_{name}"] = row[f"sma_{name}"] is not None
-            rows.append(row)
-        out.append(rows)
+        series = by_key[result.has_row[i, by_key]]
+        columns: dict[str, pa.Array] = {
+            "coin_id": pa.array(coin_ids[series], pa.string()),
+            "vs_currency": pa.array(vs_currencies[series], pa.string()),
+            "snapshot_time": pa.array(np.full(series.size, grid.times[k])).cast(SNAPSHOT_ROW_SCHEMA.field(2).type),
+            "price": pa.array(grid.observed[k, series], pa.float64()),
+            "trend": pa.array(result.values["trend"][i, series], pa.string()),
+            "history_hours": pa.array(result.history_hours[i, series], pa.int32()),
+            "filled_hours_7d": pa.array(result.filled_hours_7d[i, series], pa.int32()),
+        }
+        for name in FLOAT_COLUMNS:
+            columns[name] = _floats(result.values[name][i, series])
+        for name in WINDOWS:
+            columns[f"warm_{name}"] = pa.array(np.isfinite(result.values[f"sma_{name}"][i, series]), pa.bool_())
+        out.append(pa.Table.from_arrays([columns[f.name] for f in SNAPSHOT_ROW_SCHEMA], schema=SNAPSHOT_ROW_SCHEMA))
     return out
 
 
-def indicators_table(
-    grid: Grid, current: pa.Table, params: Params, rows: list[dict[str, object]] | None = None
-) -> pa.Table:
-    """The snapshot rows joined with the interval's own descriptive fields, sorted by (coin_id, vs_currency)."""
-    rows = snapshot_rows(grid, params) if rows is None else rows
-    meta = {
-        (r["coin_id"], r["vs_currency"]): r
-        for r in current.select(
-            ["coin_id", "vs_currency", "symbol", "name", "market_cap", "market_cap_rank"]
-        ).to_pylist()
-    }
-    for row in rows:
-        info = meta.get((row["coin_id"], row["vs_currency"]), {})
-        for name in ("symbol", "name", "market_cap", "market_cap_rank"):
-            row[name] = info.get(name)
-    rows.sort(key=lambda r: (r["coin_id"], r["vs_currency"]))
-    return pa.Table.from_pylist(rows, schema=INDICATORS_SCHEMA)
+def snapshot_rows_many(
+    grid: Grid, params: Params, ks: list[int], prepared: Prepared | None = None
+) -> list[list[dict[str, object]]]:
+    """snapshot_tables as dicts (one list per snapshot row): what the tests compare with the references."""
+    return [table.to_pylist() for table in snapshot_tables(grid, params, ks, prepared)]
+
+
+def snapshot_rows(grid: Grid, params: Params, k: int | None = None) -> list[dict[str, object]]:
+    """One dict per series with an observed price at snapshot row ``k`` (default: the last)."""
+    return snapshot_rows_many(grid, params, [len(grid.times) - 1 if k is None else k])[0]
+
+
+def row_index(table: pa.Table) -> dict[tuple[str, str], int]:
+    """(coin_id, vs_currency) -> row number (the last row of a duplicated key)."""
+    keys = zip(table.column("coin_id").to_pylist(), table.column("vs_currency").to_pylist(), strict=True)
+    return {key: i for i, key in enumerate(keys)}
+
+
+def matching_rows(snapshot: pa.Table, current: pa.Table) -> pa.Array:
+    """For each snapshot row, the row of ``current`` with its (coin_id, vs_currency), null where there is none."""
+    index = row_index(current)
+    keys = zip(snapshot.column("coin_id").to_pylist(), snapshot.column("vs_currency").to_pylist(), strict=True)
+    return pa.array([index.get(key) for key in keys], pa.int64())
+
+
+def indicators_table(snapshot: pa.Table, current: pa.Table, rows: pa.Array | None = None) -> pa.Table:
+    """The snapshot rows joined with the interval's own descriptive fields (META_COLUMNS), INDICATORS_SCHEMA.
+
+    ``rows``: ``matching_rows(snapshot, current)`` when the caller has it already.
+    """
+    rows = matching_rows(snapshot, current) if rows is None else rows
+    columns = []
+    for field in INDICATORS_SCHEMA:
+        if field.name in META_COLUMNS:
+            values = current.column(field.name).take(rows) if current.num_rows else pa.nulls(len(rows), field.type)
+            columns.append(values.cast(field.type))
+        else:
+            columns.append(snapshot.column(field.name))
+    return pa.Table.from_arrays(columns, schema=INDICATORS_SCHEMA)

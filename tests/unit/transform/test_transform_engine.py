@@ -3,7 +3,8 @@
 - Same numbers (1e-9 relative) and the same null/warm-up cells as the per-coin ta-lib/pandas path, on a fixed
   dataset with gaps, long outages, flat and micro-priced coins, at many snapshots whose windows start at
   different hours of the day (so the accumulator anchor lies 0..23 hours before the window).
-- run_range over 48 hours writes byte-identical indicators and alerts to 48 per-interval runs.
+- run_range over 48 hours writes byte-identical indicators and alerts to 48 per-interval runs (in one chunk, and
+  in chunks of 7 hours that read the past days through their price projections).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from cryptopipe.core.errors import ConfigError, MissingInputError
 from cryptopipe.core.layout import HOUR, Interval, alerts_key, indicators_key, report_prefix, validated_key
 from cryptopipe.core.stage import execute_stage, run_record_key
 from cryptopipe.core.storage import FileStore
+from cryptopipe.transform import stage
+from cryptopipe.transform.history import PROJECTION_FILE
 from cryptopipe.transform.indicators import Params, build_grid, snapshot_rows_many
 from cryptopipe.transform.stage import run, run_range
 from tests.unit.transform.builders import series_table, write_days, write_hours
@@ -121,7 +124,17 @@ def snapshot_outputs(root: Path, intervals: list[Interval]) -> dict[str, bytes]:
     return out
 
 
-def test_run_range_equals_per_interval_runs(range_store: Path, make_settings: Callable[..., Settings]) -> None:
+# chunk 7: chunks start at every hour of the day; files settled at once: compactions read via their projections
+@pytest.mark.parametrize(("chunk", "settle_ns"), [(stage.RANGE_CHUNK, FileStore.VERSION_SETTLE_NS), (7, 0)])
+def test_run_range_equals_per_interval_runs(
+    range_store: Path,
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    chunk: int,
+    settle_ns: int,
+) -> None:
+    monkeypatch.setattr(stage, "RANGE_CHUNK", chunk)
+    monkeypatch.setattr(FileStore, "VERSION_SETTLE_NS", settle_ns)
     settings = make_settings(range_store, transform__lookback_days=LOOKBACK, transform__chart_top_n=2)
     log = logging.getLogger("test.transform.range")
     last_start = END - HOUR
@@ -153,6 +166,8 @@ def test_run_range_equals_per_interval_runs(range_store: Path, make_settings: Ca
         assert result.metrics["range_intervals"] == RANGE
         assert any(ref.key == validated_key(interval) for ref in result.inputs)
     assert results[0].metrics["rows_read"] > 0
+    through_projections = any(ref.key.endswith(PROJECTION_FILE) for r in results for ref in r.inputs)
+    assert through_projections == (settle_ns == 0)
 
 
 def test_run_range_missing_partition_fails_that_interval_only(

@@ -15,8 +15,8 @@ from cryptopipe.core.errors import MissingInputError, StorageError
 from cryptopipe.core.layout import HOUR, Interval, indicators_key, validated_daily_key, validated_key
 from cryptopipe.core.schema import SNAPSHOT_KEY
 from cryptopipe.core.storage import FileStore
-from cryptopipe.core.tables import read_table
-from cryptopipe.transform.history import HOURS_PER_DAY, load_history
+from cryptopipe.core.tables import read_table, to_parquet_bytes
+from cryptopipe.transform.history import HOURS_PER_DAY, PROJECTION_FILE, load_history, projection_key
 from cryptopipe.transform.stage import run
 from tests.unit.transform.builders import make_ctx, random_walks, series_table, write_days, write_hours
 
@@ -165,3 +165,77 @@ def test_unreadable_compaction_is_a_storage_error_naming_it(tmp_path: Path, sett
     FileStore(root).put(validated_daily_key(bad_day), b"not parquet")
     with pytest.raises(StorageError, match=rf"market_snapshots_daily/date={bad_day}/snapshots.parquet"):
         run_once(root, settings)
+
+
+# --- price projections (history.py): the compaction's 4 columns, used while the compaction is unchanged ---------
+
+
+def _inputs(root: Path, settings: Settings) -> tuple[dict[str, object], list[str], bytes]:
+    ctx = make_ctx(root, settings, INTERVAL)
+    run(ctx)
+    return ctx.result.metrics, [ref.key for ref in ctx.result.inputs], FileStore(root).get(indicators_key(INTERVAL))
+
+
+@pytest.fixture
+def settled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files count as settled at once (the store otherwise vouches for a version only 2 s after a write)."""
+    monkeypatch.setattr(FileStore, "VERSION_SETTLE_NS", 0)
+
+
+def test_compaction_is_read_once_then_through_its_projection(tmp_path: Path, settings: Settings, settled: None) -> None:
+    root = tmp_path / "data"
+    lay_down(root, LOOKBACK, compacted=True)
+    first, first_inputs, first_bytes = _inputs(root, settings)
+    assert first["projections_written"] == LOOKBACK
+    assert sum(k.endswith("/snapshots.parquet") and "_daily/" in k for k in first_inputs) == LOOKBACK
+
+    second, second_inputs, second_bytes = _inputs(root, settings)
+    assert second["projections_written"] == 0
+    assert not [k for k in second_inputs if "_daily/" in k and k.endswith("/snapshots.parquet")]
+    assert [k for k in second_inputs if k.endswith(PROJECTION_FILE)] == [
+        projection_key(INTERVAL.start.date() - timedelta(days=d)) for d in range(LOOKBACK, 0, -1)
+    ]
+    assert (second["rows_read"], second["objects_read"]) == (first["rows_read"], first["objects_read"])
+    assert second_bytes == first_bytes  # same indicators through the projection
+
+
+def test_rewritten_compaction_is_not_read_through_a_stale_projection(
+    tmp_path: Path, settings: Settings, settled: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "data"
+    lay_down(root, LOOKBACK, compacted=True)
+    _inputs(root, settings)  # projections of every day
+    store = FileStore(root)
+    day = INTERVAL.start.date() - timedelta(days=1)
+    table = read_table(store, validated_daily_key(day))
+    bumped = table.set_column(table.column_names.index("price"), "price", pc.multiply(table.column("price"), 1.5))
+    store.put(validated_daily_key(day), to_parquet_bytes(bumped))  # e.g. a backfill rewrote the day
+
+    metrics, inputs, through_projections = _inputs(root, settings)
+    assert validated_daily_key(day) in inputs and projection_key(day) not in inputs
+    assert metrics["projections_written"] == 1
+    monkeypatch.setattr(FileStore, "VERSION_SETTLE_NS", 10**18)  # no version: every compaction read directly
+    _, inputs, direct = _inputs(root, settings)
+    assert not [k for k in inputs if k.endswith(PROJECTION_FILE)]
+    assert through_projections == direct
+
+
+def test_unreadable_projection_is_rebuilt_not_an_error(tmp_path: Path, settings: Settings, settled: None) -> None:
+    root = tmp_path / "data"
+    lay_down(root, LOOKBACK, compacted=True)
+    _, _, before = _inputs(root, settings)
+    day = INTERVAL.start.date() - timedelta(days=2)
+    FileStore(root).put(projection_key(day), b"not arrow")
+    metrics, inputs, after = _inputs(root, settings)
+    assert validated_daily_key(day) in inputs and metrics["projections_written"] == 1
+    assert after == before
+
+
+def test_fresh_compaction_gets_no_projection(tmp_path: Path, settings: Settings) -> None:
+    """A file written within the last 2 s has no version the store vouches for: read it, cache nothing."""
+    root = tmp_path / "data"
+    lay_down(root, LOOKBACK, compacted=True)
+    metrics, inputs, _ = _inputs(root, settings)
+    assert metrics["projections_written"] == 0
+    assert not FileStore(root).list("validated/market_snapshots_daily/")[0].endswith(PROJECTION_FILE)
+    assert not [k for k in inputs if k.endswith(PROJECTION_FILE)]
