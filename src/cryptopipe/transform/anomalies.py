@@ -28,36 +28,31 @@ def iso_z(moment: Any) -> str:
     return f"{moment:%Y-%m-%dT%H:%M:%SZ}"
 
 
-def _finite(value: Any) -> float | None:
-    if value is None:
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
 def _finite_values(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """float64 values with NaN for null (and non-finite values kept non-finite): ``_finite`` on a column."""
+    """float64 values, NaN for null (a value counts only where it is finite)."""
     values = column.to_numpy(zero_copy_only=False) if len(column) else np.zeros(0)
     return np.asarray(values, dtype=np.float64)
 
 
-def _source_moves(indicators: pa.Table, current: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """CoinGecko's 1h and 24h change of each indicator row's series in the snapshot rows (NaN: none)."""
+def _source_moves(indicators: pa.Table, current: pa.Table, rows: pa.Array | None) -> tuple[np.ndarray, np.ndarray]:
+    """CoinGecko's 1h and 24h change of each indicator row's series in the snapshot rows (NaN: none).
+
+    ``rows``: ``indicators.matching_rows(indicators, current)`` when the caller has it already."""
     from cryptopipe.transform.indicators import matching_rows
 
-    rows = matching_rows(indicators, current)
-    moves = []
-    for name in ("price_change_pct_1h", "price_change_pct_24h"):
-        column = current.column(name).take(rows) if current.num_rows else pa.nulls(len(rows), pa.float64())
-        moves.append(_finite_values(column))
-    return moves[0], moves[1]
+    rows = matching_rows(indicators, current) if rows is None else rows
+    names = ["price_change_pct_1h", "price_change_pct_24h"]
+    if not current.num_rows:
+        return np.full(len(rows), np.nan), np.full(len(rows), np.nan)
+    taken = current.select(names).take(rows)
+    return _finite_values(taken.column(names[0])), _finite_values(taken.column(names[1]))
 
 
 def detect_anomalies(
     indicators: pa.Table, current: pa.Table, alerts: AlertSettings, rows: pa.Array | None = None
 ) -> list[dict[str, Any]]:
     """Anomaly records sorted by (coin_id, vs_currency, metric order)."""
-    source_1h, source_24h = _source_moves(indicators, current)
+    source_1h, source_24h = _source_moves(indicators, current, rows)
     z = _finite_values(indicators.column("zscore_1h"))
     with np.errstate(invalid="ignore"):
         move_1h = np.where(np.isfinite(source_1h), source_1h, _finite_values(indicators.column("return_1h_pct")))

@@ -14,12 +14,13 @@ the store. Rule (docs/indicators.md, "Lookback and compaction"):
 - the interval's own day: the hourly partitions up to and including the interval. The interval's own partition
   must exist (MissingInputError otherwise).
 
-Price projection (``projection_key(day)``, Arrow IPC): the 4 columns the indicators need of a daily compaction,
-dictionary-coded, with the compaction's key, sha256, size and store version in its metadata. A compaction is
-~650 kB of 33 columns; reading, hashing and decoding it cost ~1.6 ms, the projection (~75 kB) ~0.1 ms. It is
-used only while ``store.version`` of the compaction equals the recorded one (a rewritten or deleted compaction
-has another version or none), and written only from a compaction whose version was the same before and after
-the read. Lineage: the run records the projection (its own sha256); the projection names the compaction's bytes.
+Price projection (``projection_key(day)``, transform/projection.py): the day's prices as series x 24 hours
+(Arrow IPC, ~60 kB) with the compaction's key, sha256, size and store version in its metadata. A compaction is
+~650 kB of 33 columns; reading, hashing and decoding it cost ~1.6 ms, the projection ~0.1 ms, and the grid
+copies it as a block. It is used only while ``store.version`` of the compaction equals the recorded one (a
+rewritten or deleted compaction has another version or none), and written only from a compaction whose version
+was the same before and after the read. Lineage: the run records the projection (its own sha256); the projection
+names the compaction's bytes.
 
 Whoever writes a validated hourly partition of an already compacted day (validate re-running an hour, backfill)
 deletes or rewrites that day's compaction; the next transform run rebuilds it (and later its projection).
@@ -46,47 +47,45 @@ from cryptopipe.core.layout import (
     validated_daily_key,
     validated_key,
 )
-from cryptopipe.core.schema import SNAPSHOT_SCHEMA, TS
+from cryptopipe.core.schema import SNAPSHOT_SCHEMA
 from cryptopipe.core.stage import ObjectRef, StageContext, sha256
 from cryptopipe.core.tables import conform
+from cryptopipe.transform import projection
+from cryptopipe.transform.projection import DayPrices
 
 HOURS_PER_DAY = 24
 VALIDATED_FILE = "snapshots.parquet"
 PROJECTION_FILE = "prices.arrow"
-PROJECTION_FORMAT = b"cryptopipe.transform.prices/1"
 ARROW_CONTENT_TYPE = "application/vnd.apache.arrow.file"
-# Columns the indicators need; the rest is never decoded. The series keys stay dictionary-coded (cheap to read,
-# and build_grid works on the codes).
+# Columns the indicators need; the rest is never decoded.
 HISTORY_COLUMNS = ("coin_id", "vs_currency", "snapshot_time", "price")
-_DICT = pa.dictionary(pa.int32(), pa.string())
-HISTORY_SCHEMA = pa.schema(
-    [
-        pa.field("coin_id", _DICT, nullable=False),
-        pa.field("vs_currency", _DICT, nullable=False),
-        pa.field("snapshot_time", TS, nullable=False),
-        pa.field("price", pa.float64()),
-    ]
-)
+HISTORY_SCHEMA = projection.ROWS_SCHEMA
+Part = pa.Table | DayPrices  # a part of the history: rows (HISTORY_SCHEMA), or a day as series x hours
 
 
 @dataclass
 class History:
-    """The rows read (HISTORY_SCHEMA), the interval's own validated rows, and what it cost to read them.
+    """The parts read (rows or whole days), the interval's own validated rows, and what it cost to read them.
 
-    ``extended``: every row read; the grid keeps those with ``grid_start - 1 h < snapshot_time <= window_end``,
-    i.e. the window plus the rows between ``grid_start`` (the accumulator anchor: 01:00 of the first partition's
-    day, a day the window reads anyway) and the window start: see transform/engine.py for why.
+    The grid keeps the rows with ``grid_start - 1 h < snapshot_time <= window_end``: the window plus the rows
+    between ``grid_start`` (the accumulator anchor: 01:00 of the first partition's day, a day the window reads
+    anyway) and the window start (see transform/engine.py for why).
     """
 
     current: pa.Table
     window_start: datetime  # exclusive bound on snapshot_time
     window_end: datetime  # inclusive bound on snapshot_time (the interval end)
-    extended: pa.Table
+    parts: list[Part]
     grid_start: datetime  # first grid hour (rows with snapshot_time > grid_start - 1 h)
     rows_read: int = 0
     objects_read: int = 0
     compactions_written: list[str] = field(default_factory=list)
     projections_written: list[str] = field(default_factory=list)
+
+    @property
+    def extended(self) -> pa.Table:
+        """Every row read, as one table (HISTORY_SCHEMA)."""
+        return concat(self.parts)
 
     @property
     def table(self) -> pa.Table:
@@ -108,68 +107,38 @@ def projection_key(day: date) -> str:
     return f"{VALIDATED_DAILY}/date={day:%Y-%m-%d}/{PROJECTION_FILE}"
 
 
-def _projection(table: pa.Table) -> pa.Table:
-    """HISTORY_SCHEMA columns of a snapshot table (series keys dictionary-coded)."""
-    columns = []
-    for target in HISTORY_SCHEMA:
-        if target.name not in table.column_names:
-            raise StorageError(f"table lacks required column {target.name!r}")
-        column = table.column(target.name)
-        if target.type == _DICT and not pa.types.is_dictionary(column.type):
-            column = pc.dictionary_encode(column.cast(pa.string()))
-        columns.append(column if column.type == target.type else column.cast(target.type))
-    return pa.Table.from_arrays(columns, schema=HISTORY_SCHEMA)
-
-
-def projection_bytes(table: pa.Table, source: ObjectRef, version: str) -> bytes:
-    """The projection object: one record batch with one dictionary per key column, its source in the metadata."""
-    meta = {
-        b"format": PROJECTION_FORMAT,
-        b"source_key": source.key.encode(),
-        b"source_sha256": source.sha256.encode(),
-        b"source_bytes": str(source.bytes).encode(),
-        b"source_version": version.encode(),
-    }
-    table = table.unify_dictionaries().combine_chunks()
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, table.schema.with_metadata(meta)) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
-def read_projection(data: bytes, source_key: str, version: str) -> pa.Table | None:
-    """The projection's rows if it was made from ``source_key`` at ``version`` in this format, else None."""
-    try:
-        reader = pa.ipc.open_file(pa.py_buffer(data))
-        meta = reader.schema.metadata or {}
-        current = (
-            meta.get(b"format") == PROJECTION_FORMAT
-            and meta.get(b"source_key") == source_key.encode()
-            and meta.get(b"source_version") == version.encode()
-        )
-        if not current or not reader.schema.remove_metadata().equals(HISTORY_SCHEMA):
-            return None
-        return reader.read_all().replace_schema_metadata(None)
-    except (pa.ArrowInvalid, OSError):
-        return None  # unreadable: a cache, rebuilt from the compaction
-
-
 class _Reader:
-    """Reads through the stage context (so lineage records every input) and counts rows and objects."""
+    """Reads through the stage context (so lineage records every input) and counts rows and objects.
 
-    def __init__(self, ctx: StageContext) -> None:
+    ``known``: objects already read in this process (key -> their record and full table; range mode passes the
+    intervals' own partitions), recorded again as inputs here but not read and decoded twice.
+    """
+
+    def __init__(self, ctx: StageContext, known: dict[str, tuple[ObjectRef, pa.Table]] | None = None) -> None:
         self.ctx = ctx
+        self.known = known or {}
         self.rows = 0
         self.objects = 0
         self.projections_written: list[str] = []
 
     def _record(self, key: str, data: bytes, rows: int) -> None:
-        self.ctx.result.inputs.append(ObjectRef(key, sha256(data), len(data), rows))
-        self.rows += rows
+        self._count(ObjectRef(key, sha256(data), len(data), rows))
+
+    def _count(self, ref: ObjectRef) -> None:
+        self.ctx.result.inputs.append(ref)
+        self.rows += ref.rows or 0
         self.objects += 1
 
     def read(self, key: str, columns: tuple[str, ...] | None = None) -> pa.Table | None:
         """Read a Parquet object if it exists (all columns, or only ``columns``); recorded with its sha256."""
+        if key in self.known:
+            ref, full = self.known[key]
+            self._count(ObjectRef(ref.key, ref.sha256, ref.bytes, ref.rows, ref.store))
+            return (
+                projection.as_rows(full)
+                if columns == HISTORY_COLUMNS
+                else full.select(list(columns or full.column_names))
+            )
         data = self.ctx.store.get_or_none(key)
         if data is None:
             return None
@@ -187,29 +156,30 @@ class _Reader:
             table = parquet.read(columns=list(columns) if columns else None, use_threads=False)  # small objects
         except (pa.ArrowInvalid, OSError) as exc:
             raise StorageError(f"{self.ctx.store.url(key)} is not a readable Parquet file: {exc}", key=key) from exc
-        return _projection(table) if project else table
+        return projection.as_rows(table) if project else table
 
-    def read_day(self, day: date) -> pa.Table | None:
-        """A compacted day's rows: its current projection, else the compaction (then projected for next time)."""
+    def read_day(self, day: date) -> Part | None:
+        """A compacted day: its current projection, else the compaction (then projected for next time)."""
         key = validated_daily_key(day)
         store = self.ctx.store
         version = store.version(key)
         if version is not None:
             cached = store.get_or_none(projection_key(day))
-            table = None if cached is None else read_projection(cached, key, version)
-            if cached is not None and table is not None:
-                self._record(projection_key(day), cached, table.num_rows)
-                return table
+            part = None if cached is None else projection.decode(cached, key, version)
+            if cached is not None and part is not None:
+                self._record(projection_key(day), cached, part.num_rows)
+                return part
         data = store.get_or_none(key)
         if data is None:
             return None
-        table = self._parse(key, data, HISTORY_COLUMNS)
-        self._record(key, data, table.num_rows)
+        rows = self._parse(key, data, HISTORY_COLUMNS)
+        self._record(key, data, rows.num_rows)
+        part = projection.day_prices(rows, day) or rows
         if version is not None and store.version(key) == version:  # the bytes read are that version's
-            out = projection_bytes(table, self.ctx.result.inputs[-1], version)
-            self.ctx.put(projection_key(day), out, ARROW_CONTENT_TYPE, rows=table.num_rows)
+            out = projection.encode(part, self.ctx.result.inputs[-1], version)
+            self.ctx.put(projection_key(day), out, ARROW_CONTENT_TYPE, rows=rows.num_rows)
             self.projections_written.append(projection_key(day))
-        return table
+        return part
 
     def hourly_keys(self, day: date, last_hour: int = HOURS_PER_DAY - 1) -> dict[int, str]:
         """The day's existing hourly partitions (hour -> key) up to last_hour."""
@@ -221,7 +191,7 @@ class _Reader:
         return dict(sorted(found.items()))
 
 
-def _past_day(reader: _Reader, day: date, compactions: list[str]) -> list[pa.Table]:
+def _past_day(reader: _Reader, day: date, compactions: list[str]) -> list[Part]:
     daily = reader.read_day(day)
     if daily is not None:
         return [daily]
@@ -230,7 +200,7 @@ def _past_day(reader: _Reader, day: date, compactions: list[str]) -> list[pa.Tab
         key = validated_daily_key(day)
         reader.ctx.write_table(key, compact_tables(hours), SNAPSHOT_SCHEMA)
         compactions.append(key)
-    return [_projection(t) for t in hours]
+    return [projection.as_rows(t) for t in hours]
 
 
 def anchor_time(interval: Interval, lookback_days: int) -> datetime:
@@ -241,9 +211,9 @@ def anchor_time(interval: Interval, lookback_days: int) -> datetime:
 
 def read_window_days(
     reader: _Reader, first_day: date, last: Interval, compactions: list[str], skip: str | None = None
-) -> list[pa.Table]:
-    """Rows (HISTORY_SCHEMA) of the days first_day .. last's day, the last day only up to last's hour."""
-    parts: list[pa.Table] = []
+) -> list[Part]:
+    """The days first_day .. last's day, the last day only up to last's hour."""
+    parts: list[Part] = []
     today = last.start.date()
     for day in days_between(first_day, today - timedelta(days=1)):
         parts.extend(_past_day(reader, day, compactions))
@@ -274,8 +244,9 @@ def read_current(reader: _Reader, interval: Interval) -> pa.Table:
     return conform(current, SNAPSHOT_SCHEMA)
 
 
-def concat(parts: list[pa.Table]) -> pa.Table:
-    return pa.concat_tables(parts) if parts else HISTORY_SCHEMA.empty_table()
+def concat(parts: list[Part]) -> pa.Table:
+    """The parts' rows as one table (HISTORY_SCHEMA)."""
+    return projection.concat_rows([part.to_rows() if isinstance(part, DayPrices) else part for part in parts])
 
 
 def load_history(ctx: StageContext, lookback_days: int) -> History:
@@ -285,14 +256,14 @@ def load_history(ctx: StageContext, lookback_days: int) -> History:
     compactions: list[str] = []
     first_day = first_partition(interval, lookback_days).date()
     parts = read_window_days(reader, first_day, interval, compactions, skip=validated_key(interval))
-    parts.append(_projection(current))
+    parts.append(projection.as_rows(current))
 
     window_end = interval.end
     return History(
         current=current,
         window_start=window_end - timedelta(days=lookback_days),
         window_end=window_end,
-        extended=concat(parts),
+        parts=parts,
         grid_start=anchor_time(interval, lookback_days),
         rows_read=reader.rows,
         objects_read=reader.objects,

@@ -15,6 +15,7 @@ definition of the same numbers (whole arrays), used for the charts and as the te
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -22,9 +23,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import talib
 
+from cryptopipe.transform.projection import DayPrices, concat_rows, series_codes
 from cryptopipe.transform.schema import INDICATORS_SCHEMA
 
 if TYPE_CHECKING:
@@ -90,68 +91,113 @@ class Grid:
         return np.maximum(partition_day * HOURS_PER_DAY + 1 - first_snapshot, 0)
 
 
-def _series_codes(table: pa.Table) -> tuple[np.ndarray, list[str], np.ndarray, list[str]]:
-    """Per row: coin code and vs code into one dictionary each (the key columns may be plain or dictionary)."""
-    columns = {}
-    for name in ("coin_id", "vs_currency"):
-        column = table.column(name)
-        columns[name] = column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
-    unified = pa.table(columns).unify_dictionaries()
-    out: list[np.ndarray | list[str]] = []
-    for name in columns:
-        chunks = unified.column(name).chunks
-        if not chunks:
-            out += [np.zeros(0, np.int64), []]
-            continue
-        indices = np.concatenate([chunk.indices.to_numpy(zero_copy_only=False) for chunk in chunks])
-        out += [indices.astype(np.int64, copy=False), chunks[0].dictionary.to_pylist()]
-    coin, coins, vs, currencies = out
-    return coin, coins, vs, currencies  # type: ignore[return-value]
-
-
 def _where(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """values[mask], without the copy when every row is kept (the usual case)."""
     return values if mask.all() else values[mask]
 
 
-def build_grid(table: pa.Table, snapshot_time: datetime, hours: int, window: int = 0) -> Grid:
+def _label(coin: str, vs: str) -> str:
+    return f"{coin}\x1f{vs}"
+
+
+@dataclass
+class _Rows:
+    """Rows on the grid: series label codes, hour index, time and price of each (in the parts' order)."""
+
+    names: list[str]  # label of each pair code
+    pair: np.ndarray
+    t_idx: np.ndarray
+    ts_ms: np.ndarray
+    price: np.ndarray
+
+    @classmethod
+    def of(cls, table: pa.Table, first_ms: int) -> _Rows:
+        coin, coins, vs, currencies = series_codes(table)
+        ts_ms = table.column("snapshot_time").cast(pa.int64()).to_numpy()
+        if first_ms % HOUR_MS == 0:  # the usual case (snapshots on the hour): the same, in fewer passes
+            t_idx = (ts_ms - (first_ms - HOUR_MS + 1)) // HOUR_MS
+        else:
+            t_idx = (-(-ts_ms // HOUR_MS) * HOUR_MS - first_ms) // HOUR_MS
+        names = [_label(c, v) for c in coins for v in currencies]
+        price = table.column("price").to_numpy().astype(np.float64)
+        return cls(names, coin * len(currencies) + vs, t_idx, ts_ms, price)
+
+
+def build_grid(
+    parts: pa.Table | Sequence[pa.Table | DayPrices], snapshot_time: datetime, hours: int, window: int = 0
+) -> Grid:
     """Regularise rows (coin_id, vs_currency, snapshot_time, price) to ``hours`` hourly points ending at snapshot.
 
     A row's grid hour is its snapshot time rounded up to the hour (ingest snapshots are on the hour; backfill
     points a few minutes past it belong to the next hour's close). Two rows on one grid hour: the later wins
     (equal times: the later row). Non-positive or non-finite prices count as missing. The series are those with
     a row in the grid's hours, sorted by (coin_id, vs_currency); the key columns may be dictionary-coded.
+    ``parts``: a table, or tables and whole days (projection.DayPrices) in row order; a day is copied as a block
+    when no other row falls on its hours (else everything goes through the rows, with the same result).
     """
+    items = [parts] if isinstance(parts, pa.Table) else list(parts)
     end_ms = int(snapshot_time.timestamp() * 1000)
     first_ms = end_ms - (hours - 1) * HOUR_MS
-    coin, coins, vs, currencies = _series_codes(table)
-    ts_ms = table.column("snapshot_time").cast(pa.int64()).to_numpy()
-    price = table.column("price").to_numpy().astype(np.float64)
-    if first_ms % HOUR_MS == 0:  # the usual case (snapshots on the hour): the same, in fewer passes
-        t_idx = (ts_ms - (first_ms - HOUR_MS + 1)) // HOUR_MS
-    else:
-        t_idx = (-(-ts_ms // HOUR_MS) * HOUR_MS - first_ms) // HOUR_MS
-    in_range = (t_idx >= 0) & (t_idx < hours)
-    pair = coin * len(currencies) + vs
-    present = np.flatnonzero(np.bincount(_where(pair, in_range), minlength=len(coins) * len(currencies)))
-    names = [f"{coins[i // len(currencies)]}\x1f{currencies[i % len(currencies)]}" for i in present]
-    order = sorted(range(len(names)), key=names.__getitem__)
-    rank = np.zeros(len(coins) * len(currencies), np.int64)
-    rank[present[order]] = np.arange(len(order))
-    keep = in_range & np.isfinite(price) & (price > 0)
-    t_idx, s_idx, price = _where(t_idx, keep), rank[_where(pair, keep)], _where(price, keep)
-    flat = t_idx * len(names) + s_idx  # cell (hour, series) in the row-major grid
+    days: list[tuple[int, DayPrices]] = []
+    tables = []
+    for item in items:
+        if not isinstance(item, DayPrices):
+            tables.append(item)
+            continue
+        t0, off = divmod(item.first_ms - first_ms, HOUR_MS)
+        if off == 0 and 0 <= t0 <= hours - HOURS_PER_DAY:
+            days.append((t0, item))
+        else:
+            tables.append(item.to_rows())
+    rows = _Rows.of(concat_rows(tables), first_ms)
+    in_range = (rows.t_idx >= 0) & (rows.t_idx < hours)
+    covered = np.zeros(hours, np.int64)
+    for t0, _ in days:
+        covered[t0 : t0 + HOURS_PER_DAY] += 1
+    if days and (covered.max() > 1 or covered[_where(rows.t_idx, in_range)].any()):
+        # a row shares an hour with a whole day: "the later row wins" needs every row
+        flat_parts = [item.to_rows() if isinstance(item, DayPrices) else item for item in items]
+        return build_grid(flat_parts, snapshot_time, hours, window)
+
+    present = np.flatnonzero(np.bincount(_where(rows.pair, in_range), minlength=len(rows.names)))
+    labels = {rows.names[i] for i in present}
+    day_labels: list[list[str]] = []
+    for _, day in days:
+        if (
+            day_labels
+            and day.coin_id.equals(days[len(day_labels) - 1][1].coin_id)
+            and day.vs_currency.equals(days[len(day_labels) - 1][1].vs_currency)
+        ):
+            day_labels.append(day_labels[-1])  # the same series as the day before (the usual case)
+            continue
+        names = [_label(c, v) for c, v in zip(day.coin_id.to_pylist(), day.vs_currency.to_pylist(), strict=True)]
+        labels.update(names)
+        day_labels.append(names)
+    names = sorted(labels)
+    column = {name: i for i, name in enumerate(names)}
     observed = np.full((hours, len(names)), np.nan)
+    columns: list[str] | None = None
+    for (t0, day), day_names in zip(days, day_labels, strict=True):
+        if day_names is not columns:
+            columns, cols = day_names, np.array([column[name] for name in day_names], np.int64)
+        observed[t0 : t0 + HOURS_PER_DAY, cols] = day.values().T
+
+    rank = np.zeros(len(rows.names), np.int64)
+    rank[present] = [column[rows.names[i]] for i in present]
+    keep = in_range & np.isfinite(rows.price) & (rows.price > 0)
+    t_idx, s_idx, price = _where(rows.t_idx, keep), rank[_where(rows.pair, keep)], _where(rows.price, keep)
+    flat = t_idx * len(names) + s_idx  # cell (hour, series) in the row-major grid
+    before = np.count_nonzero(np.isnan(observed))
     observed.ravel()[flat] = price  # right when every cell has one row (validated data); prices are > 0
-    if observed.size - np.count_nonzero(np.isnan(observed)) != flat.size:  # a cell got two rows: the later wins
+    if before - np.count_nonzero(np.isnan(observed)) != flat.size:  # a cell got two rows: the later wins
         # sort by series, hour, time (stable: equal times keep the row order) and keep the last of each run
-        order_rows = np.lexsort((_where(ts_ms, keep), t_idx, s_idx))
+        order_rows = np.lexsort((_where(rows.ts_ms, keep), t_idx, s_idx))
         sorted_cells = flat[order_rows]
         chosen = order_rows[np.append(sorted_cells[1:] != sorted_cells[:-1], True)]
         observed.ravel()[flat[chosen]] = price[chosen]
     filled = pd.DataFrame(observed).ffill(limit=MAX_FILL_HOURS).to_numpy() if names else observed.copy()
     times = (np.arange(hours, dtype=np.int64) * HOUR_MS + first_ms).astype("datetime64[ms]")
-    pairs = [names[i].split("\x1f", 1) for i in order]
+    pairs = [name.split("\x1f", 1) for name in names]
     return Grid(times, [p[0] for p in pairs], [p[1] for p in pairs], observed, filled, window)
 
 
@@ -306,17 +352,13 @@ def snapshot_rows(grid: Grid, params: Params, k: int | None = None) -> list[dict
     return snapshot_rows_many(grid, params, [len(grid.times) - 1 if k is None else k])[0]
 
 
-def row_index(table: pa.Table) -> dict[tuple[str, str], int]:
-    """(coin_id, vs_currency) -> row number (the last row of a duplicated key)."""
-    keys = zip(table.column("coin_id").to_pylist(), table.column("vs_currency").to_pylist(), strict=True)
-    return {key: i for i, key in enumerate(keys)}
-
-
 def matching_rows(snapshot: pa.Table, current: pa.Table) -> pa.Array:
-    """For each snapshot row, the row of ``current`` with its (coin_id, vs_currency), null where there is none."""
-    index = row_index(current)
-    keys = zip(snapshot.column("coin_id").to_pylist(), snapshot.column("vs_currency").to_pylist(), strict=True)
-    return pa.array([index.get(key) for key in keys], pa.int64())
+    """For each snapshot row, the row of ``current`` with its (coin_id, vs_currency), null where there is none
+    (the last one of a duplicated key)."""
+    keys = zip(current.column("coin_id").to_pylist(), current.column("vs_currency").to_pylist(), strict=True)
+    index = {key: i for i, key in enumerate(keys)}
+    wanted = zip(snapshot.column("coin_id").to_pylist(), snapshot.column("vs_currency").to_pylist(), strict=True)
+    return pa.array([index.get(key) for key in wanted], pa.int64())
 
 
 def indicators_table(snapshot: pa.Table, current: pa.Table, rows: pa.Array | None = None) -> pa.Table:
@@ -325,10 +367,11 @@ def indicators_table(snapshot: pa.Table, current: pa.Table, rows: pa.Array | Non
     ``rows``: ``matching_rows(snapshot, current)`` when the caller has it already.
     """
     rows = matching_rows(snapshot, current) if rows is None else rows
+    meta = current.select(list(META_COLUMNS)).take(rows) if current.num_rows else None
     columns = []
     for field in INDICATORS_SCHEMA:
         if field.name in META_COLUMNS:
-            values = current.column(field.name).take(rows) if current.num_rows else pa.nulls(len(rows), field.type)
+            values = meta.column(field.name) if meta is not None else pa.nulls(len(rows), field.type)
             columns.append(values.cast(field.type))
         else:
             columns.append(snapshot.column(field.name))

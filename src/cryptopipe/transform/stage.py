@@ -25,17 +25,33 @@ import pyarrow as pa
 
 from cryptopipe.core.config import Settings
 from cryptopipe.core.errors import ConfigError, PipelineError
-from cryptopipe.core.layout import HOUR, Interval, alerts_key, indicators_key, quality_report_key, report_prefix
-from cryptopipe.core.stage import StageContext, StageResult, finish_stage, json_bytes, new_context
+from cryptopipe.core.layout import (
+    HOUR,
+    Interval,
+    alerts_key,
+    indicators_key,
+    quality_report_key,
+    report_prefix,
+    validated_key,
+)
+from cryptopipe.core.stage import (
+    ObjectRef,
+    StageContext,
+    StageResult,
+    finish_stage,
+    json_bytes,
+    new_context,
+    sha256,
+)
 from cryptopipe.core.storage import ObjectStore, open_stores
 from cryptopipe.core.tables import PARQUET_CONTENT_TYPE, to_parquet_bytes
 from cryptopipe.transform.anomalies import alerts_document, detect_anomalies, iso_z, quality_summary
 from cryptopipe.transform.charts import choose_charts, index_html, render_charts
 from cryptopipe.transform.history import (
     HOURS_PER_DAY,
+    Part,
     _Reader,
     anchor_time,
-    concat,
     load_history,
     read_current,
     read_window_days,
@@ -47,9 +63,9 @@ RANGE_CHUNK = 24 * 7  # intervals per pass in range mode (a week: 8 anchors, ~24
 WRITE_THREADS = 4  # range mode: intervals whose objects are being written while the next ones are computed
 
 
-def _grid(table: pa.Table, grid_start: datetime, last_snapshot: datetime, lookback_days: int) -> Grid:
+def _grid(parts: list[Part], grid_start: datetime, last_snapshot: datetime, lookback_days: int) -> Grid:
     hours = int((last_snapshot - grid_start) / HOUR) + 1
-    return build_grid(table, last_snapshot, hours, window=lookback_days * HOURS_PER_DAY)
+    return build_grid(parts, last_snapshot, hours, window=lookback_days * HOURS_PER_DAY)
 
 
 @dataclass
@@ -75,7 +91,10 @@ def _outputs(ctx: StageContext, grid: Grid, k: int, snapshot: pa.Table, current:
 
     anomalies = detect_anomalies(table, current, settings.alerts, rows)
     report_key = quality_report_key(interval)
-    quality = quality_summary(ctx.get(report_key) if ctx.store.exists(report_key) else None)
+    report = ctx.store.get_or_none(report_key)
+    if report is not None:  # recorded as ctx.get records it (one request instead of exists + get)
+        ctx.result.inputs.append(ObjectRef(report_key, sha256(report), len(report)))
+    quality = quality_summary(report)
 
     prefix = report_prefix(interval)
     title = f"Crypto market report {iso_z(interval.start)} → {iso_z(interval.end)}"
@@ -108,7 +127,7 @@ def run(ctx: StageContext) -> None:
     lookback = settings.transform.lookback_days
     history = load_history(ctx, lookback)
     params = Params(zscore_window=settings.alerts.zscore_window_hours)
-    grid = _grid(history.extended, history.grid_start, interval.snapshot_time, lookback)
+    grid = _grid(history.parts, history.grid_start, interval.snapshot_time, lookback)
     k = len(grid.times) - 1
     snapshot = snapshot_tables(grid, params, [k])[0]
     out = _outputs(ctx, grid, k, snapshot, history.current, charts=True)
@@ -222,17 +241,19 @@ def run_range(
 def _shared_reads(job: _Range, slots: list[_Slot]) -> tuple[Grid, list[int]]:
     """Each interval's own rows, then the chunk's history (one read) → grid and the intervals' snapshot rows."""
     lookback = job.settings.transform.lookback_days
+    known: dict[str, tuple[ObjectRef, pa.Table]] = {}  # the intervals' partitions, read once for both uses
     for slot in slots:
         try:
             slot.current = read_current(_Reader(slot.ctx), slot.ctx.interval)
+            known[validated_key(slot.ctx.interval)] = (slot.ctx.result.inputs[-1], slot.current)
         except PipelineError as exc:
             slot.error = exc
     head = slots[0].ctx
     first, last = slots[0].ctx.interval, slots[-1].ctx.interval
-    reader = _Reader(head)
+    reader = _Reader(head, known)
     compactions: list[str] = []
     parts = read_window_days(reader, anchor_time(first, lookback).date(), last, compactions)
-    grid = _grid(concat(parts), anchor_time(first, lookback), last.snapshot_time, lookback)
+    grid = _grid(parts, anchor_time(first, lookback), last.snapshot_time, lookback)
     ks = [len(grid.times) - len(slots) + i for i in range(len(slots))]
     head.result.metrics.update(
         {
