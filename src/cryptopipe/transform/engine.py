@@ -112,14 +112,14 @@ def prepare(observed: np.ndarray, filled: np.ndarray) -> Prepared:
         ret = x / prev - 1.0
         logx = np.log(x)
     logret = np.vstack([np.full((1, s_len), np.nan), logx[1:] - logx[:-1]])
-    idx = np.arange(t_len)[:, None]
-    last_nan = np.maximum.accumulate(np.where(np.isnan(x), idx, -1), axis=0)
+    idx = np.arange(t_len, dtype=np.int32)[:, None]  # hour indices and counts fit in int32: half the memory traffic
+    last_nan = np.maximum.accumulate(np.where(np.isnan(x), idx, np.int32(-1)), axis=0)
     has_obs = ~np.isnan(observed)
-    next_obs = np.minimum.accumulate(np.where(has_obs, idx, t_len)[::-1], axis=0)[::-1]
-    last_obs = np.maximum.accumulate(np.where(has_obs, idx, -1), axis=0)
+    next_obs = np.minimum.accumulate(np.where(has_obs, idx, np.int32(t_len))[::-1], axis=0)[::-1]
+    last_obs = np.maximum.accumulate(np.where(has_obs, idx, np.int32(-1)), axis=0)
     moved = (d != 0) & ~np.isnan(d)
-    moves = np.vstack([np.zeros((1, s_len), np.int64), np.cumsum(moved, axis=0)])
-    missing = np.vstack([np.zeros((1, s_len), np.int64), np.cumsum(~has_obs, axis=0)])
+    moves = np.vstack([np.zeros((1, s_len), np.int32), np.cumsum(moved, axis=0, dtype=np.int32)])
+    missing = np.vstack([np.zeros((1, s_len), np.int32), np.cumsum(~has_obs, axis=0, dtype=np.int32)])
     return Prepared(x, np.nan_to_num(x, nan=0.0), gain, loss, ret, logret, last_nan, next_obs, last_obs, moves, missing)
 
 
