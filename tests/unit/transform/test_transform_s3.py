@@ -10,6 +10,7 @@ import pytest
 from cryptopipe.core.config import load_settings
 from cryptopipe.core.layout import HOUR, Interval, alerts_key, indicators_key, validated_daily_key
 from cryptopipe.core.storage import S3Store
+from cryptopipe.transform.history import PROJECTION_FILE
 from cryptopipe.transform.stage import run
 from tests.support.s3_server import S3Server
 from tests.unit.transform.builders import make_ctx, random_walks, series_table, write_hours
@@ -39,6 +40,13 @@ def test_transform_on_s3(s3_server: S3Server, clean_env: pytest.MonkeyPatch) -> 
     run(second)
     assert second.result.metrics["objects_read"] == past_days + INTERVAL.start.hour + 1
     assert second.result.metrics["rows_read"] == first.result.metrics["rows_read"]
-    assert store.get(indicators_key(INTERVAL))  # written and readable back
+    assert second.result.metrics["projections_written"] == past_days  # S3 vouches for a version (ETag) at once
+    indicators = store.get(indicators_key(INTERVAL))  # written and readable back
+
+    third = make_ctx(store, settings, INTERVAL)  # the past days through their projections, same bytes out
+    run(third)
+    assert sum(ref.key.endswith(PROJECTION_FILE) for ref in third.result.inputs) == past_days
+    assert third.result.metrics["projections_written"] == 0
+    assert store.get(indicators_key(INTERVAL)) == indicators
     alerts = json.loads(store.get(alerts_key(INTERVAL)))
     assert alerts["report_uri"] == f"s3://{bucket}/lake/reports/{INTERVAL.partition}/index.html"
