@@ -146,8 +146,9 @@ def run(cfg: BenchConfig) -> Result:
             }
         )
     result.tables["where the time goes (bulk step: wall time summed over worker processes)"] = phase_rows
-    day = first + timedelta(days=0 if cfg.smoke else 180)
-    sample = _warehouse_rows(work, day, 24 if cfg.smoke else FLOOR_SAMPLE_HOURS)
+    sample_hours = min(hours, FLOOR_SAMPLE_HOURS)
+    # the range's last week: still in the work store after archive's retention pruned the older working data
+    sample = _warehouse_rows(work, first + timedelta(hours=hours - sample_hours), sample_hours)
     year_rows = {"market_snapshots": rows, "indicators": rows}  # one row per staging row and table (upper bound)
     floors: dict[str, float] = {}
     floor_rows = []
