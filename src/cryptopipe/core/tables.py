@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -63,8 +62,10 @@ def _split_compresses_better(column: pa.ChunkedArray) -> bool:
     if len(values) == 0:
         return False
     width = values.type.byte_width
-    plain = np.frombuffer(values.buffers()[1], np.uint8, len(values) * width, values.offset * width)
-    split = np.ascontiguousarray(plain.reshape(-1, width).T)
+    start = values.offset * width
+    plain = values.buffers()[1].to_pybytes()[start : start + len(values) * width]
+    # byte k of every value, then byte k+1, ...: BYTE_STREAM_SPLIT's layout (no numpy: the ingest image has none)
+    split = b"".join(plain[k::width] for k in range(width))
     codec = pa.Codec("zstd", compression_level=ZSTD_LEVEL)
     return codec.compress(split).size < codec.compress(plain).size
 
