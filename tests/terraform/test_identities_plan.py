@@ -25,19 +25,20 @@ WORKING = {"raw/", "staging/", "validated/", "quarantine/", "quality/", "analyti
 EXPECTED_S3: dict[str, dict[tuple[str, str], set[str]]] = {
     "ingest": {
         (DATALAKE, "read"): {"raw/"},  # write-once check of raw pages
-        (DATALAKE, "write"): {"raw/", "staging/"},
+        (DATALAKE, "write"): {"raw/", "staging/", "runs/"},
     },
     "validate": {
-        (DATALAKE, "read"): {"staging/"},
-        (DATALAKE, "write"): {"validated/", "quarantine/", "quality/"},
+        (DATALAKE, "read"): {"staging/", "validated/", "quality/"},
+        (DATALAKE, "write"): {"validated/", "quarantine/", "quality/", "runs/"},
+        (DATALAKE, "delete"): {"validated/", "quarantine/", "quality/"},  # what a rerun supersedes
     },
     "transform": {
-        (DATALAKE, "read"): {"validated/"},
-        (DATALAKE, "write"): {"analytics/", "alerts/", "reports/"},
+        (DATALAKE, "read"): {"validated/", "quality/"},
+        (DATALAKE, "write"): {"validated/market_snapshots_daily/", "analytics/", "alerts/", "reports/", "runs/"},
     },
     "archive": {
-        (DATALAKE, "read"): WORKING | {"manifests/"},
-        (DATALAKE, "write"): {"manifests/"},
+        (DATALAKE, "read"): WORKING | {"manifests/", "runs/"},
+        (DATALAKE, "write"): {"manifests/", "runs/"},
         (DATALAKE, "delete"): WORKING,
         (ARCHIVE, "read"): {"archive/"},
         (ARCHIVE, "write"): {"archive/"},

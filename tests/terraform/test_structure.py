@@ -48,11 +48,23 @@ MIRROR_PROVIDER_VERSION = "5.100.0"
 
 # The S3 access design (docs/deploy-eks.md, "Identities"); the plan test checks the rendered policies.
 EXPECTED_ACCESS: dict[str, dict[str, dict[str, list[str]]]] = {
-    "ingest": {"datalake": {"read": ["raw/"], "write": ["raw/", "staging/"], "delete": []}},
-    "validate": {"datalake": {"read": ["staging/"], "write": ["validated/", "quarantine/", "quality/"], "delete": []}},
-    "transform": {"datalake": {"read": ["validated/"], "write": ["analytics/", "alerts/", "reports/"], "delete": []}},
+    "ingest": {"datalake": {"read": ["raw/"], "write": ["raw/", "staging/", "runs/"], "delete": []}},
+    "validate": {
+        "datalake": {
+            "read": ["staging/", "validated/", "quality/"],
+            "write": ["validated/", "quarantine/", "quality/", "runs/"],
+            "delete": ["validated/", "quarantine/", "quality/"],
+        }
+    },
+    "transform": {
+        "datalake": {
+            "read": ["validated/", "quality/"],
+            "write": ["validated/market_snapshots_daily/", "analytics/", "alerts/", "reports/", "runs/"],
+            "delete": [],
+        }
+    },
     "archive": {
-        "datalake": {"read": [*WORKING, "manifests/"], "write": ["manifests/"], "delete": WORKING},
+        "datalake": {"read": [*WORKING, "manifests/", "runs/"], "write": ["manifests/", "runs/"], "delete": WORKING},
         "archive": {"read": ["archive/"], "write": ["archive/"], "delete": []},
     },
     "airflow": {

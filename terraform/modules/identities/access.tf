@@ -3,8 +3,12 @@
 #
 # - Writers of write-once objects (ingest: raw/, archive: archive/) also read them: a rerun compares the
 #   existing object's bytes before reporting CONFLICT (exit 9), and HeadObject needs s3:GetObject.
-# - Only archive deletes, and only in the working prefixes (retention.working_days); never manifests/
-#   nor anything in the archive bucket.
+# - Every stage writes its run record under runs/ (the record of what it did); archive reads them all.
+# - validate deletes what a rerun or a failed rerun supersedes: its own validated/quarantine/Data Docs objects
+#   and the day's compaction (rebuilt by the next transform, which writes validated/market_snapshots_daily/).
+# - Archive deletes only in the working prefixes (retention.working_days); never manifests/, runs/ nor anything
+#   in the archive bucket.
+# tests/security/test_storage_access_matches_iam.py runs the stages and checks every storage call against this.
 locals {
   working_prefixes = ["raw/", "staging/", "validated/", "quarantine/", "quality/", "analytics/", "alerts/", "reports/"]
 
@@ -12,28 +16,28 @@ locals {
     ingest = {
       datalake = {
         read   = ["raw/"]
-        write  = ["raw/", "staging/"]
+        write  = ["raw/", "staging/", "runs/"]
         delete = []
       }
     }
     validate = {
       datalake = {
-        read   = ["staging/"]
-        write  = ["validated/", "quarantine/", "quality/"]
-        delete = []
+        read   = ["staging/", "validated/", "quality/"]
+        write  = ["validated/", "quarantine/", "quality/", "runs/"]
+        delete = ["validated/", "quarantine/", "quality/"]
       }
     }
     transform = {
       datalake = {
-        read   = ["validated/"]
-        write  = ["analytics/", "alerts/", "reports/"]
+        read   = ["validated/", "quality/"]
+        write  = ["validated/market_snapshots_daily/", "analytics/", "alerts/", "reports/", "runs/"]
         delete = []
       }
     }
     archive = {
       datalake = {
-        read   = ["raw/", "staging/", "validated/", "quarantine/", "quality/", "analytics/", "alerts/", "reports/", "manifests/"]
-        write  = ["manifests/"]
+        read   = ["raw/", "staging/", "validated/", "quarantine/", "quality/", "analytics/", "alerts/", "reports/", "manifests/", "runs/"]
+        write  = ["manifests/", "runs/"]
         delete = ["raw/", "staging/", "validated/", "quarantine/", "quality/", "analytics/", "alerts/", "reports/"]
       }
       archive = {
