@@ -28,7 +28,7 @@ from functools import lru_cache
 
 import numpy as np
 
-# Shared constants live in indicators.py (imported lazily there to avoid a cycle); repeated here as plain values.
+# The indicator definitions, one place for both paths: this engine and the per-series one in indicators.py.
 WINDOWS = {"7d": 168, "30d": 720, "90d": 2160}
 RSI_PERIOD = 14
 MACD_FAST, MACD_SLOW, MACD_SIGNAL = 12, 26, 9
@@ -37,11 +37,11 @@ VOL_WINDOW = 168
 ANNUALISE = math.sqrt(24 * 365)
 SR_WINDOW = 168
 TREND_SLOPE_HOURS = 24
-TREND_BAND = 0.01
+TREND_BAND = 0.01  # |SMA 7d / SMA 30d - 1| within 1% is "flat"
 FLAT_RSI = 50.0
 TA_EPSILON = 1e-14  # ta-lib's TA_IS_ZERO: RSI is 0 when avg gain + avg loss is within it
 CHUNK = 256
-MAX_FILL_HOURS = 6  # as indicators.MAX_FILL_HOURS (the grid's forward-fill limit)
+MAX_FILL_HOURS = 6  # the grid's forward-fill limit
 FILL_EDGE = MAX_FILL_HOURS + 2  # snapshots per block of the direct window loops (keeps the working set in cache)
 
 # Accumulator rows: (input, decay). Inputs: 0 = price (NaN as 0), 1 = gain, 2 = loss of the hourly change.
@@ -315,7 +315,9 @@ class Snapshots:
     filled_hours_7d: np.ndarray  # int [K, S]
 
 
-def _trend(sma_7d: np.ndarray, sma_30d: np.ndarray, prev: np.ndarray) -> np.ndarray:
+def trend_labels(sma_7d: np.ndarray, sma_30d: np.ndarray, prev: np.ndarray) -> np.ndarray:
+    """'up' / 'down' / 'flat' from the 7d-vs-30d SMA spread and the slope of the 7d SMA since ``prev`` (its value
+    TREND_SLOPE_HOURS earlier); None where either is unknown."""
     out = np.full(sma_7d.shape, None, dtype=object)
     with np.errstate(divide="ignore", invalid="ignore"):
         spread = sma_7d / sma_30d - 1.0
@@ -358,7 +360,7 @@ def compute(
             values.setdefault(name, np.empty((len(ks), p.x.shape[1])))[rows] = arr
     for name, need in _warm_up(zscore_window).items():
         values[name][lengths < need] = np.nan
-    values["trend"] = _trend(values["sma_7d"], values["sma_30d"], values.pop("sma_7d_prev"))
+    values["trend"] = trend_labels(values["sma_7d"], values["sma_30d"], values.pop("sma_7d_prev"))
 
     lo7 = np.maximum(ks[:, None] - SR_WINDOW + 1, seg)
     filled_7d = p.obs_missing[(ks + 1)[:, None], cols] - p.obs_missing[lo7, cols]

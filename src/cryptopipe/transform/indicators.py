@@ -14,35 +14,38 @@ definition of the same numbers (whole arrays), used for the charts and as the te
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import talib
 
+from cryptopipe.transform.engine import (  # the indicator definitions (engine.py holds them for both paths)
+    ANNUALISE,
+    BB_PERIOD,
+    BB_STDDEV,
+    FLAT_RSI,
+    MACD_FAST,
+    MACD_SIGNAL,
+    MACD_SLOW,
+    MAX_FILL_HOURS,
+    RSI_PERIOD,
+    SR_WINDOW,
+    TREND_SLOPE_HOURS,
+    VOL_WINDOW,
+    WINDOWS,
+    Prepared,
+    compute,
+    prepare,
+    trend_labels,
+)
 from cryptopipe.transform.projection import DayPrices, concat_rows, series_codes
 from cryptopipe.transform.schema import INDICATORS_SCHEMA
 
-if TYPE_CHECKING:
-    from cryptopipe.transform.engine import Prepared
-
 HOUR_MS = 3_600_000
-WINDOWS = {"7d": 168, "30d": 720, "90d": 2160}  # SMA/EMA windows in hours
-RSI_PERIOD = 14
-MACD_FAST, MACD_SLOW, MACD_SIGNAL = 12, 26, 9
-BB_PERIOD, BB_STDDEV = 20, 2.0
-VOL_WINDOW = 168
-ANNUALISE = math.sqrt(24 * 365)
-SR_WINDOW = 168  # support/resistance: rolling min/max over 7 days
-TREND_SLOPE_HOURS = 24
-TREND_BAND = 0.01  # |SMA 7d / SMA 30d - 1| within 1% is "flat"
-MAX_FILL_HOURS = 6
-FLAT_RSI = 50.0
 HOURS_PER_DAY = 24
 
 
@@ -222,16 +225,8 @@ def _bollinger(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
 
 def _trend(sma_7d: np.ndarray, sma_30d: np.ndarray) -> np.ndarray:
     """'up' / 'down' / 'flat' per hour from the 7d-vs-30d SMA spread and the 24h slope of the 7d SMA."""
-    out = np.full(sma_7d.shape, None, dtype=object)
     prev = np.concatenate([np.full(min(TREND_SLOPE_HOURS, len(sma_7d)), np.nan), sma_7d[:-TREND_SLOPE_HOURS]])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        spread = sma_7d / sma_30d - 1.0
-        slope = sma_7d / prev - 1.0
-    known = ~np.isnan(spread) & ~np.isnan(slope)
-    out[known] = "flat"
-    out[known & (spread > TREND_BAND) & (slope > 0)] = "up"
-    out[known & (spread < -TREND_BAND) & (slope < 0)] = "down"
-    return out
+    return trend_labels(sma_7d, sma_30d, prev)
 
 
 # What a chart draws (charts.py): computing only these is ~2x cheaper than every indicator.
@@ -304,7 +299,6 @@ def snapshot_tables(grid: Grid, params: Params, ks: list[int], prepared: Prepare
 
     ``prepared``: ``engine.prepare(grid.observed, grid.filled)`` when the caller computes the grid in chunks.
     """
-    from cryptopipe.transform.engine import compute, prepare
 
     karr = np.asarray(ks, dtype=np.int64)
     window = grid.window or len(grid.times)

@@ -20,11 +20,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from talipp.indicators import BB, EMA, MACD, RSI, SMA
 
 from cryptopipe.core.layout import HOUR
+from cryptopipe.transform.engine import ANNUALISE, FLAT_RSI, MAX_FILL_HOURS, TREND_BAND
 from cryptopipe.transform.indicators import (
-    ANNUALISE,
-    FLAT_RSI,
-    MAX_FILL_HOURS,
-    TREND_BAND,
     Params,
     build_grid,
     series_indicators,
