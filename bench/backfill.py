@@ -293,7 +293,6 @@ def _sqlite_floor(combined: dict[str, Any], copies: int) -> dict[str, Any]:
         engine = sa.create_engine(f"sqlite:///{path}")
         models.metadata.create_all(engine)
         with engine.connect() as conn:
-            dialect_conn = conn
             db = sqlite3.connect(path)
             for name, table in combined.items():
                 names = table.column_names
@@ -302,7 +301,7 @@ def _sqlite_floor(combined: dict[str, Any], copies: int) -> dict[str, Any]:
                 for copy in range(copies):
                     shifted = _shifted(table, copy)
                     columns = [
-                        archive_batch._bind_values(dialect_conn, models.metadata.tables[name].c[c], shifted.column(c))
+                        archive_batch._bind_values(conn, models.metadata.tables[name].c[c], shifted.column(c))
                         for c in names
                     ]
                     rows = list(zip(*columns, strict=True))

@@ -181,12 +181,10 @@ def _range_part(
 
 
 def _run_parts(
-    name: str, settings: Settings, segment: list[Interval], log: logging.Logger, workers: int
+    range_fn: RangeFn, name: str, settings: Settings, segment: list[Interval], log: logging.Logger, *, workers: int
 ) -> list[StageResult]:
     parts = split_parts(segment, workers) if name in PARALLEL_STAGES else [segment]
     if len(parts) == 1:
-        range_fn = range_function(name)
-        assert range_fn is not None
         return _run_range(range_fn, name, settings, segment, log)
     log.info("range split over worker processes", extra={"stage_name": name, "workers": len(parts)})
     # spawn, not fork: the parent may hold threads (pyarrow, GX) whose locks a forked child would inherit held.
@@ -233,7 +231,7 @@ def run_pipeline_batch(
             continue
         for segment in consecutive(todo):
             log.info("stage runs as a range", extra={"stage_name": name, "intervals": len(segment)})
-            results = _run_parts(name, settings, segment, log, workers)
+            results = _run_parts(range_fn, name, settings, segment, log, workers=workers)
             for interval, result in zip(segment, results, strict=True):
                 summary.results.append(result)
                 if result.status == "failed":
