@@ -2,7 +2,8 @@
 
 Each run deletes the partitions that expired with it (its own hour, ``working_days`` ago) — constant work per run.
 Once a day (the 00:00 interval) a sweep also removes anything older that hourly runs missed (skipped or failed
-runs); it lists only the working prefixes, which retention itself keeps bounded.
+runs) and the day-level objects (``.../date=D/<file>``: daily compactions and the daily layout) of days before the
+cutoff's day; it lists only the working prefixes, which retention itself keeps bounded.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ def apply_retention(store: ObjectStore, interval: Interval, working_days: int) -
         expired = Interval.starting(cutoff - timedelta(hours=1))
         candidates = [key for prefix in layout.WORKING_PREFIXES for key in store.list(f"{prefix}/{expired.partition}/")]
     for key in candidates:
-        if key.startswith(f"{layout.VALIDATED_DAILY}/"):
-            day = key.split("date=", 1)[1][:10]
-            if day >= f"{cutoff:%Y-%m-%d}":
+        day = layout.day_of(key)  # day-level objects (compactions, the daily layout) expire with their whole day
+        if day is not None:
+            if day >= cutoff.date():
                 continue
         else:
             start = partition_start(key)

@@ -15,6 +15,7 @@ from cryptopipe.core.errors import ConfigError
 
 HOUR = timedelta(hours=1)
 _PARTITION_RE = re.compile(r"date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})")
+_DAY_RE = re.compile(r"/date=(\d{4}-\d{2}-\d{2})/")
 
 
 def parse_utc(text: str, what: str) -> datetime:
@@ -95,6 +96,37 @@ def partition_start(key: str) -> datetime | None:
     return datetime(day.year, day.month, day.day, int(match.group(2)), tzinfo=UTC)
 
 
+def day_of(key: str) -> date | None:
+    """The day of a day-level key (``.../date=YYYY-MM-DD/<file>``, no ``hour=``), else None."""
+    match = _DAY_RE.search(key)
+    if not match or _PARTITION_RE.search(key):
+        return None
+    return date.fromisoformat(match.group(1))
+
+
+def day_start(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def day_intervals(day: date) -> list[Interval]:
+    """The 24 hourly intervals of a UTC day."""
+    return hourly_intervals(day_start(day), day_start(day) + timedelta(days=1))
+
+
+def whole_days(intervals: list[Interval]) -> list[date]:
+    """The days of a range of hourly intervals that covers whole UTC days only; ConfigError otherwise."""
+    if not intervals or intervals[0].start.hour != 0 or intervals[-1].end.hour != 0:
+        first, last = (intervals[0].start, intervals[-1].end) if intervals else (None, None)
+        raise ConfigError(
+            f"daily layout: the range {first} .. {last} does not cover whole UTC days; "
+            "give --start and --end at 00:00 (e.g. --start 2025-11-22T00:00:00Z --end 2025-11-23T00:00:00Z)"
+        )
+    days = list(days_between(intervals[0].start.date(), (intervals[-1].end - HOUR).date()))
+    if len(intervals) != 24 * len(days):
+        raise ConfigError("daily layout: the range must be consecutive hours")
+    return days
+
+
 def days_between(first: date, last: date) -> Iterator[date]:
     for offset in range((last - first).days + 1):
         yield first + timedelta(days=offset)
@@ -114,8 +146,16 @@ REPORTS = "reports"
 MANIFESTS = "manifests"
 ARCHIVE = "archive"
 
+# Day-level datasets of the daily layout (`run --batch --daily`, docs/batch.md): one object per UTC day.
+QUARANTINE_DAILY = "quarantine/market_snapshots_daily"
+INDICATORS_DAILY = "analytics/indicators_daily"
+DAILY = "daily"  # <area>/daily/date=D/... for quality reports, alerts, report pages, manifests, run records
+
 # Working areas that retention may prune; the archive is never pruned.
-WORKING_PREFIXES = (RAW_MARKETS, STAGING, VALIDATED, VALIDATED_DAILY, QUARANTINE, QUALITY, INDICATORS, ALERTS, REPORTS)
+WORKING_PREFIXES = (
+    RAW_MARKETS, STAGING, VALIDATED, VALIDATED_DAILY, QUARANTINE, QUARANTINE_DAILY, QUALITY, INDICATORS,
+    INDICATORS_DAILY, ALERTS, REPORTS,
+)  # fmt: skip
 
 
 def raw_prefix(interval: Interval) -> str:
@@ -173,3 +213,34 @@ def manifest_key(interval: Interval) -> str:
 
 def archive_key(raw_key: str) -> str:
     return f"{ARCHIVE}/{raw_key}"
+
+
+# --- day-level keys (daily layout): the day's 24 intervals in one object per dataset ---
+
+
+def _day(day: date) -> str:
+    return f"date={day:%Y-%m-%d}"
+
+
+def quarantine_daily_key(day: date) -> str:
+    return f"{QUARANTINE_DAILY}/{_day(day)}/quarantine.parquet"
+
+
+def quality_daily_report_key(day: date) -> str:
+    return f"{QUALITY}/{DAILY}/{_day(day)}/report.json"
+
+
+def indicators_daily_key(day: date) -> str:
+    return f"{INDICATORS_DAILY}/{_day(day)}/indicators.parquet"
+
+
+def alerts_daily_key(day: date) -> str:
+    return f"{ALERTS}/{DAILY}/{_day(day)}/alerts.json"
+
+
+def report_daily_prefix(day: date) -> str:
+    return f"{REPORTS}/{DAILY}/{_day(day)}/"
+
+
+def manifest_daily_key(day: date) -> str:
+    return f"{MANIFESTS}/{DAILY}/{_day(day)}/manifest.json"

@@ -13,15 +13,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 
 from cryptopipe import __version__
 from cryptopipe.core.config import Settings
-from cryptopipe.core.errors import ExitCode, PipelineError
-from cryptopipe.core.layout import Interval
+from cryptopipe.core.errors import ConfigError, ExitCode, PipelineError
+from cryptopipe.core.layout import DAILY, Interval, day_start
 from cryptopipe.core.storage import ObjectStore, open_stores
 from cryptopipe.core.tables import PARQUET_CONTENT_TYPE, conform, from_parquet_bytes, read_table, to_parquet_bytes
 
@@ -30,6 +30,37 @@ RUNS = "runs"
 
 def run_record_key(interval: Interval, stage: str) -> str:
     return f"{RUNS}/{interval.partition}/{stage}.json"
+
+
+def day_run_record_key(day: date, stage: str) -> str:
+    """The run record of a stage over a whole day in the daily layout (one record for the day's 24 intervals)."""
+    return f"{RUNS}/{DAILY}/date={day:%Y-%m-%d}/{stage}.json"
+
+
+# Stages whose outputs a daily-layout day holds as day objects; an hourly run of one of its hours would write
+# hourly objects beside them (and validate would delete the day's compaction), so it is refused.
+DAILY_LAYOUT_STAGES = ("validate", "transform", "archive")
+
+
+def sealed_day(store: ObjectStore, day: date) -> bool:
+    """True if validate wrote ``day`` in the daily layout (its day run record says success)."""
+    data = store.get_or_none(day_run_record_key(day, "validate"))
+    return data is not None and json.loads(data).get("status") == "success"
+
+
+def ensure_hourly_allowed(store: ObjectStore, interval: Interval, stage: str) -> None:
+    """Refuse an hourly run of validate/transform/archive on a day written in the daily layout: it would leave
+    hourly objects that disagree with the day's objects (validate would also drop the day's compaction)."""
+    if stage not in DAILY_LAYOUT_STAGES or not sealed_day(store, interval.start.date()):
+        return
+    day = interval.start.date()
+    raise ConfigError(
+        f"{stage} {interval}: day {day} was written in the daily layout by `cryptopipe run --batch --daily` "
+        f"({day_run_record_key(day, 'validate')}); its data are day objects, not hourly partitions. Rerun the whole "
+        f"day instead: cryptopipe run --start {day}T00:00:00Z --end {day + timedelta(days=1)}T00:00:00Z "
+        f"--stages validate,transform,archive --batch --daily",
+        day=str(day),
+    )
 
 
 def sha256(data: bytes) -> str:
@@ -80,6 +111,7 @@ class StageContext:
     archive_store: ObjectStore
     log: logging.Logger
     result: StageResult
+    day: date | None = None  # set for a whole day in the daily layout: the run record is the day's
 
     # --- reads (recorded as inputs) ---
     def get(self, key: str) -> bytes:
@@ -147,6 +179,23 @@ def new_context(
     return StageContext(stage, settings, interval, stores[0], stores[1], log, result)
 
 
+def new_day_context(
+    stage: str,
+    settings: Settings,
+    day: date,
+    stores: tuple[ObjectStore, ObjectStore],
+    log: logging.Logger,
+) -> StageContext:
+    """A context for one stage over a whole UTC day (daily layout). ``interval`` is the day's first hour (for code
+    that needs one); the record spans the day and ``finish_stage`` writes it to ``day_run_record_key``."""
+    start = day_start(day)
+    ctx = new_context(stage, settings, Interval.starting(start), stores, log)
+    ctx.day = day
+    ctx.result.interval_end = (start + timedelta(days=1)).isoformat()
+    ctx.result.metrics["layout"] = "daily"
+    return ctx
+
+
 def finish_stage(
     ctx: StageContext,
     seconds: float,
@@ -169,7 +218,8 @@ def finish_stage(
         result.status, result.exit_code, result.message = "failed", int(ExitCode.INTERNAL), repr(error)
     result.finished_at = _now().isoformat()
     result.duration_seconds = round(seconds, 3)
-    write_run_record(ctx.store, ctx.interval, result, ctx.log)
+    key = run_record_key(ctx.interval, result.stage) if ctx.day is None else day_run_record_key(ctx.day, result.stage)
+    write_run_record(ctx.store, key, result, ctx.log)
     ctx.log.info(
         "stage finished",
         extra={
@@ -187,6 +237,11 @@ def execute_stage(stage: str, fn: StageFn, settings: Settings, interval: Interva
     """Run one stage on one interval; always leave a run record; re-raise typed errors for the exit code."""
     ctx = new_context(stage, settings, interval, open_stores(settings.storage), log)
     clock = time.perf_counter()
+    try:
+        ensure_hourly_allowed(ctx.store, interval, stage)
+    except PipelineError as exc:
+        finish_stage(ctx, time.perf_counter() - clock, exc)
+        raise
     log.info(
         "stage started", extra={"interval_start": ctx.result.interval_start, "interval_end": ctx.result.interval_end}
     )
@@ -198,8 +253,8 @@ def execute_stage(stage: str, fn: StageFn, settings: Settings, interval: Interva
     return finish_stage(ctx, time.perf_counter() - clock)
 
 
-def write_run_record(store: ObjectStore, interval: Interval, result: StageResult, log: logging.Logger) -> None:
+def write_run_record(store: ObjectStore, key: str, result: StageResult, log: logging.Logger) -> None:
     try:
-        store.put(run_record_key(interval, result.stage), json_bytes(result.to_json()), "application/json")
+        store.put(key, json_bytes(result.to_json()), "application/json")
     except PipelineError as exc:  # the store may be the thing that failed; the stage's own error wins
         log.warning("could not write the run record", extra={"error": exc.message})
