@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         "ingest still runs per interval",
     )
     run.add_argument(
+        "--daily",
+        action="store_true",
+        help="with --batch, for backfills of whole UTC days: one object per day per dataset instead of one per hour "
+        "(docs/batch.md, daily layout); a day is the unit: it succeeds or fails as a whole",
+    )
+    run.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -128,7 +134,7 @@ def _run_stage(args: argparse.Namespace, log: logging.Logger) -> int:
 
 
 def _run_pipeline(args: argparse.Namespace, log: logging.Logger) -> int:
-    from cryptopipe.runner import intervals_from_args, run_pipeline, run_pipeline_batch
+    from cryptopipe.runner import intervals_from_args, run_pipeline, run_pipeline_batch, run_pipeline_daily
 
     settings = _settings(args)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
@@ -138,7 +144,11 @@ def _run_pipeline(args: argparse.Namespace, log: logging.Logger) -> int:
     intervals = intervals_from_args(args.start, args.end, args.last)
     if args.workers != 1 and not args.batch:
         raise ConfigError("--workers splits a range: it needs --batch")
-    if args.batch:
+    if args.daily and not args.batch:
+        raise ConfigError("--daily is a layout of range mode: it needs --batch")
+    if args.daily:
+        summary = run_pipeline_daily(settings, intervals, stages, log, workers=args.workers)
+    elif args.batch:
         summary = run_pipeline_batch(settings, intervals, stages, log, workers=args.workers)
     else:
         summary = run_pipeline(settings, intervals, stages, log)

@@ -13,13 +13,20 @@ import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from cryptopipe.core.config import Settings
 from cryptopipe.core.errors import ConfigError, ExitCode, PipelineError
-from cryptopipe.core.layout import HOUR, Interval, hourly_intervals, parse_utc
+from cryptopipe.core.layout import HOUR, Interval, day_intervals, hourly_intervals, parse_utc, whole_days
 from cryptopipe.core.logging import register_secret, registered_secrets, setup_logging
-from cryptopipe.core.stage import ObjectRef, StageResult, execute_stage, run_record_key
+from cryptopipe.core.stage import (
+    DAILY_LAYOUT_STAGES,
+    ObjectRef,
+    StageResult,
+    ensure_hourly_allowed,
+    execute_stage,
+    run_record_key,
+)
 from cryptopipe.core.storage import ObjectStore, open_stores
 
 
@@ -48,6 +55,7 @@ class RunSummary:
     results: list[StageResult] = field(default_factory=list)
     failures: list[tuple[Interval, str, PipelineError]] = field(default_factory=list)
     batch: bool = False  # range mode: one aggregate line per stage instead of one line per interval and stage
+    daily_stages: set[str] = field(default_factory=set)  # stages that ran in the daily layout (one result per day)
 
     @property
     def exit_code(self) -> int:
@@ -66,7 +74,8 @@ class RunSummary:
             )
         shown = self.failures if not self.batch else self.failures[:MAX_FAILURES_SHOWN]
         for interval, stage, err in shown:
-            lines.append(f"FAILED {interval} at {stage} (exit {int(err.exit_code)}): {err.message}")
+            where = f"day {interval.start.date()}" if stage in self.daily_stages else str(interval)
+            lines.append(f"FAILED {where} at {stage} (exit {int(err.exit_code)}): {err.message}")
         if len(shown) < len(self.failures):
             lines.append(f"... and {len(self.failures) - len(shown)} more failures (see runs/<partition>/*.json)")
         lines.append(f"outputs: {self.storage_uri}")
@@ -84,8 +93,9 @@ class RunSummary:
             status = {s: sum(1 for r in runs if r.status == s) for s in ("success", "skipped", "failed")}
             rows = sum(o.rows or 0 for r in runs for o in r.outputs if o.rows is not None)
             seconds = sum(r.duration_seconds for r in runs)
+            unit = "days" if stage in self.daily_stages else "intervals"
             lines.append(
-                f"{stage:<9} intervals={len(runs):<6} ok={status['success']:<6} skipped={status['skipped']:<5} "
+                f"{stage:<9} {unit}={len(runs):<6} ok={status['success']:<6} skipped={status['skipped']:<5} "
                 f"failed={status['failed']:<5} rows={rows:<9} stage_seconds={seconds:.1f}"
             )
         return lines
@@ -211,6 +221,7 @@ def run_pipeline_batch(
 
     functions = {name: load_stage(name) for name in stages}  # fail fast on a missing extra
     store, _ = open_stores(settings.storage)
+    _refuse_daily_days(store, intervals, stages)
     summary = RunSummary(storage_uri=store.uri, batch=True)
     stopped: set[Interval] = set()
     for name in stages:
@@ -237,6 +248,109 @@ def run_pipeline_batch(
                 if result.status == "failed":
                     stopped.add(interval)
                     summary.failures.append((interval, name, _error_of(result)))
+    summary.failures.sort(key=lambda f: (f[0].start, stages.index(f[1])))
+    return summary
+
+
+def _refuse_daily_days(store: ObjectStore, intervals: list[Interval], stages: list[str]) -> None:
+    """Hourly range mode on a day written in the daily layout: refused before anything runs (one check per day)."""
+    checked = [s for s in stages if s in DAILY_LAYOUT_STAGES][:1]
+    for first in {iv.start.date(): iv for iv in reversed(intervals)}.values() if checked else []:
+        ensure_hourly_allowed(store, first, checked[0])
+
+
+DayFn = Callable[[Settings, list[date], logging.Logger], list[StageResult]]
+
+
+def day_function(name: str) -> DayFn:
+    """The stage module's ``run_days`` (daily layout); ingest has none (it fetches hour by hour)."""
+    import importlib
+
+    from cryptopipe.cli import STAGES
+
+    module = importlib.import_module(STAGES[name].split(":")[0])
+    fn: DayFn | None = getattr(module, "run_days", None)
+    if fn is None:
+        raise ConfigError(f"stage {name!r} has no daily layout (run_days); run it without --daily")
+    return fn
+
+
+def split_days(days: list[date], workers: int) -> list[list[date]]:
+    """At most ``workers`` contiguous parts of about the same number of days."""
+    size = math.ceil(len(days) / max(1, min(workers, len(days))))
+    return [days[i : i + size] for i in range(0, len(days), size)]
+
+
+def _day_part(name: str, settings: Settings, part: list[date], level: int, secrets: list[str]) -> list[StageResult]:
+    """A worker process of the daily layout (see ``_range_part``)."""
+    for secret in secrets:
+        register_secret(secret)
+    log = setup_logging(name, logging.getLevelName(level))
+    return _run_days(day_function(name), name, settings, part, log)
+
+
+def _run_days(fn: DayFn, name: str, settings: Settings, days: list[date], log: logging.Logger) -> list[StageResult]:
+    results = fn(settings, days, log)
+    if len(results) != len(days):  # a contract breach would silently drop days from the summary
+        raise RuntimeError(f"{name}.run_days returned {len(results)} results for {len(days)} days")
+    return results
+
+
+def _run_day_parts(
+    fn: DayFn, name: str, settings: Settings, days: list[date], log: logging.Logger, *, workers: int
+) -> list[StageResult]:
+    parts = split_days(days, workers) if name in PARALLEL_STAGES else [days]
+    if len(parts) == 1:
+        return _run_days(fn, name, settings, days, log)
+    log.info("days split over worker processes", extra={"stage_name": name, "workers": len(parts)})
+    context = multiprocessing.get_context("spawn")  # as _run_parts: no inherited thread state
+    with ProcessPoolExecutor(len(parts), mp_context=context) as pool:
+        futures = [
+            pool.submit(_day_part, name, settings, part, log.getEffectiveLevel(), registered_secrets())
+            for part in parts
+        ]
+        return [result for future in futures for result in future.result()]
+
+
+def run_pipeline_daily(
+    settings: Settings, intervals: list[Interval], stages: list[str], log: logging.Logger, *, workers: int = 1
+) -> RunSummary:
+    """Range mode in the daily layout: whole UTC days, one object per day per dataset (docs/batch.md). Ingest, if
+    asked for, runs per interval first; validate, transform and archive each run once over the days (``run_days``).
+    A day that fails a stage (any of its hours) is left out of the later stages; the other days go on."""
+    from cryptopipe.cli import load_stage
+
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ConfigError(f"--workers {workers}: must be between 1 and {MAX_WORKERS}")
+    days = whole_days(intervals)
+    functions = {name: load_stage(name) for name in stages}  # fail fast on a missing extra
+    day_fns = {name: day_function(name) for name in stages if name != "ingest"}
+    store, _ = open_stores(settings.storage)
+    summary = RunSummary(storage_uri=store.uri, batch=True)
+    stopped: set[date] = set()
+    for name in stages:
+        todo = [day for day in days if day not in stopped]
+        if not todo:
+            break
+        if name == "ingest":
+            for interval in (iv for day in todo for iv in day_intervals(day)):
+                if interval.start.date() in stopped:
+                    continue
+                try:
+                    summary.results.append(execute_stage(name, functions[name], settings, interval, log))
+                except PipelineError as exc:
+                    stopped.add(interval.start.date())
+                    summary.failures.append((interval, name, exc))
+            continue
+        log.info("stage runs over days", extra={"stage_name": name, "days": len(todo)})
+        summary.daily_stages.add(name)
+        for day, result in zip(todo, _run_day_parts(day_fns[name], name, settings, todo, log, workers=workers),
+                               strict=True):  # fmt: skip
+            summary.results.append(result)
+            if result.status == "failed":
+                stopped.add(day)
+                summary.failures.append((Interval.starting(parse_utc(result.interval_start, "run record")),
+                                         name, _error_of(result)))  # fmt: skip
     summary.failures.sort(key=lambda f: (f[0].start, stages.index(f[1])))
     return summary
 

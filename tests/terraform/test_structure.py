@@ -51,16 +51,16 @@ EXPECTED_ACCESS: dict[str, dict[str, dict[str, list[str]]]] = {
     "ingest": {"datalake": {"read": ["raw/"], "write": ["raw/", "staging/", "runs/"], "delete": []}},
     "validate": {
         "datalake": {
-            "read": ["staging/", "validated/", "quality/"],
+            "read": ["staging/", "validated/", "quality/", "runs/daily/"],
             "write": ["validated/", "quarantine/", "quality/", "runs/"],
             "delete": ["validated/", "quarantine/", "quality/"],
         }
     },
     "transform": {
         "datalake": {
-            "read": ["validated/", "quality/"],
+            "read": ["validated/", "quality/", "runs/daily/"],
             "write": ["validated/market_snapshots_daily/", "analytics/", "alerts/", "reports/", "runs/"],
-            "delete": [],
+            "delete": ["analytics/indicators/", "alerts/", "reports/"],
         }
     },
     "archive": {

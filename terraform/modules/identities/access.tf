@@ -6,6 +6,9 @@
 # - Every stage writes its run record under runs/ (the record of what it did); archive reads them all.
 # - validate deletes what a rerun or a failed rerun supersedes: its own validated/quarantine/Data Docs objects
 #   and the day's compaction (rebuilt by the next transform, which writes validated/market_snapshots_daily/).
+# - The daily layout of backfills (`run --batch --daily`): a day's run replaces the hourly objects an earlier hourly
+#   run left for that day (validate: validated/quarantine/quality, transform: analytics/indicators/, alerts/,
+#   reports/); validate, transform and archive read runs/daily/ to refuse an hourly run on a day written daily.
 # - Archive deletes only in the working prefixes (retention.working_days); never manifests/, runs/ nor anything
 #   in the archive bucket.
 # tests/security/test_storage_access_matches_iam.py runs the stages and checks every storage call against this.
@@ -22,16 +25,16 @@ locals {
     }
     validate = {
       datalake = {
-        read   = ["staging/", "validated/", "quality/"]
+        read   = ["staging/", "validated/", "quality/", "runs/daily/"]
         write  = ["validated/", "quarantine/", "quality/", "runs/"]
         delete = ["validated/", "quarantine/", "quality/"]
       }
     }
     transform = {
       datalake = {
-        read   = ["validated/", "quality/"]
+        read   = ["validated/", "quality/", "runs/daily/"]
         write  = ["validated/market_snapshots_daily/", "analytics/", "alerts/", "reports/", "runs/"]
-        delete = []
+        delete = ["analytics/indicators/", "alerts/", "reports/"]
       }
     }
     archive = {
