@@ -98,13 +98,18 @@ def quality_summary(report_bytes: bytes | None) -> dict[str, Any]:
     validate writes ``{"quality_score": {"value": s}, "summary": {"warning_failures": n, "rows_quarantined": m}}``
     (src/cryptopipe/validate/report.py): ``warnings`` is the number of warning expectations that failed.
     """
-    empty: dict[str, Any] = {"score": None, "warnings": None, "quarantined_rows": None}
     if report_bytes is None:
-        return empty
+        return quality_summary_of(None)
     try:
         report = json.loads(report_bytes)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        return empty
+        return quality_summary_of(None)
+    return quality_summary_of(report)
+
+
+def quality_summary_of(report: Any) -> dict[str, Any]:
+    """``quality_summary`` of a parsed report (the daily layout's day report holds the hours' reports parsed)."""
+    empty: dict[str, Any] = {"score": None, "warnings": None, "quarantined_rows": None}
     if not isinstance(report, dict):
         return empty
     summary = report.get("summary") if isinstance(report.get("summary"), dict) else {}

@@ -283,19 +283,59 @@ def _png(image: Any) -> bytes:
     return buffer.getvalue()
 
 
-def index_html(title: str, charts: list[ChartSpec], anomalies: list[dict[str, Any]]) -> bytes:
+def _anomaly_rows(anomalies: list[dict[str, Any]]) -> str:
     esc = html.escape
-    rows = "\n".join(
+    return "\n".join(
         f"<tr><td>{esc(a['coin_id'])}</td><td>{esc(a['vs_currency'])}</td><td>{esc(a['metric'])}</td>"
         f"<td>{a['value']:.6g}</td><td>{a['threshold']:g}</td><td>{esc(a['window'])}</td>"
         f"<td>{'' if a['z'] is None else format(a['z'], '.3g')}</td></tr>"
         for a in anomalies
     )
-    figures = "\n".join(
+
+
+def _figures(charts: list[ChartSpec]) -> str:
+    esc = html.escape
+    return "\n".join(
         f'<figure><img src="{esc(c.filename)}" alt="{esc(c.coin_id)} {esc(c.vs_currency)}" width="800">'
         f"<figcaption>{esc(c.coin_id)} / {esc(c.vs_currency)} ({esc(c.reason)})</figcaption></figure>"
         for c in charts
     )
+
+
+_TABLE_HEAD = (
+    "<tr><th>coin</th><th>vs</th><th>metric</th><th>value</th><th>threshold</th><th>window</th><th>z</th></tr>"
+)
+
+
+def day_index_html(title: str, charts: list[ChartSpec], hours: list[tuple[str, list[dict[str, Any]]]]) -> bytes:
+    """The daily layout's report page: each hour's anomalies (``hours``: heading and anomalies, in hour order)."""
+    esc = html.escape
+    tables = [
+        f'<table border="1" cellpadding="3">\n{_TABLE_HEAD}\n{_anomaly_rows(anomalies)}\n</table>' if anomalies else ""
+        for _, anomalies in hours
+    ]
+    sections = "\n".join(
+        f'<h3 id="hour-{i:02d}">{esc(label)}: {len(anomalies)} anomalies</h3>\n{table}'
+        for i, ((label, anomalies), table) in enumerate(zip(hours, tables, strict=True))
+    )
+    total = sum(len(anomalies) for _, anomalies in hours)
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title></head>
+<body>
+<h1>{esc(title)}</h1>
+<h2>Anomalies by hour ({total})</h2>
+{sections}
+<h2>Charts ({len(charts)})</h2>
+{_figures(charts)}
+</body></html>
+"""
+    return page.encode()
+
+
+def index_html(title: str, charts: list[ChartSpec], anomalies: list[dict[str, Any]]) -> bytes:
+    esc = html.escape
+    rows = _anomaly_rows(anomalies)
+    figures = _figures(charts)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title></head>
 <body>

@@ -19,7 +19,8 @@ import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 
 import pyarrow as pa
 
@@ -46,7 +47,7 @@ from cryptopipe.core.stage import (
 from cryptopipe.core.storage import ObjectStore, open_stores
 from cryptopipe.core.tables import PARQUET_CONTENT_TYPE, to_parquet_bytes
 from cryptopipe.transform.anomalies import alerts_document, detect_anomalies, iso_z, quality_summary
-from cryptopipe.transform.charts import choose_charts, index_html, render_charts
+from cryptopipe.transform.charts import ChartSpec, choose_charts, index_html, render_charts
 from cryptopipe.transform.history import (
     HOURS_PER_DAY,
     Part,
@@ -80,16 +81,35 @@ class _Output:
             ctx.put(key, data, content_type, rows=rows)
 
 
+def indicators_and_anomalies(
+    settings: Settings, snapshot: pa.Table, current: pa.Table
+) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """One interval's indicators table (its snapshot rows joined with its own rows) and its anomalies."""
+    rows = matching_rows(snapshot, current)
+    table = indicators_table(snapshot, current, rows)
+    return table, detect_anomalies(table, current, settings.alerts, rows)
+
+
+def chart_pngs(
+    settings: Settings, grid: Grid, k: int, interval: Interval, *, table: pa.Table, anomalies: list[dict[str, Any]]
+) -> tuple[list[ChartSpec], list[tuple[str, bytes]]]:
+    """The charts of snapshot row ``k`` (its interval's window only, as a per-interval run sees it)."""
+    params = Params(zscore_window=settings.alerts.zscore_window_hours)
+    primary = settings.quote_currencies[0]
+    chosen = choose_charts(table.to_pylist(), anomalies, primary, settings.transform.chart_top_n)
+    flagged = {(a["coin_id"], a["vs_currency"]) for a in anomalies}
+    window = grid.window_grid(k)
+    pngs = render_charts(window, chosen, params, settings.alerts, snapshot=interval.end, flagged=flagged)
+    return chosen, [(chart.filename, png) for chart, png in pngs]
+
+
 def _outputs(ctx: StageContext, grid: Grid, k: int, snapshot: pa.Table, current: pa.Table, *, charts: bool) -> _Output:
     """One interval's indicators, report and alerts from its snapshot rows (reads the quality report)."""
     settings, interval = ctx.settings, ctx.interval
-    params = Params(zscore_window=settings.alerts.zscore_window_hours)
-    rows = matching_rows(snapshot, current)
-    table = indicators_table(snapshot, current, rows)
+    table, anomalies = indicators_and_anomalies(settings, snapshot, current)
     out = _Output()
     out.writes.append((indicators_key(interval), to_parquet_bytes(table), PARQUET_CONTENT_TYPE, table.num_rows))
 
-    anomalies = detect_anomalies(table, current, settings.alerts, rows)
     report_key = quality_report_key(interval)
     report = ctx.store.get_or_none(report_key)
     if report is not None:  # recorded as ctx.get records it (one request instead of exists + get)
@@ -98,16 +118,10 @@ def _outputs(ctx: StageContext, grid: Grid, k: int, snapshot: pa.Table, current:
 
     prefix = report_prefix(interval)
     title = f"Crypto market report {iso_z(interval.start)} → {iso_z(interval.end)}"
-    chosen = []
+    chosen: list[ChartSpec] = []
     if charts:
-        primary = settings.quote_currencies[0]
-        chosen = choose_charts(table.to_pylist(), anomalies, primary, settings.transform.chart_top_n)
-        flagged = {(a["coin_id"], a["vs_currency"]) for a in anomalies}
-        window = grid.window_grid(k)  # what a per-interval run sees: its window only
-        for chart, png in render_charts(
-            window, chosen, params, settings.alerts, snapshot=interval.end, flagged=flagged
-        ):
-            out.writes.append((prefix + chart.filename, png, "image/png", None))
+        chosen, pngs = chart_pngs(settings, grid, k, interval, table=table, anomalies=anomalies)
+        out.writes.extend((prefix + filename, png, "image/png", None) for filename, png in pngs)
     out.writes.append((prefix + "index.html", index_html(title, chosen, anomalies), "text/html; charset=utf-8", None))
     report_uri = ctx.store.url(prefix + "index.html")
     document = alerts_document(interval, anomalies, quality, report_uri)
@@ -304,3 +318,10 @@ def _write(job: _Range, slot: _Slot, out: _Output | None) -> StageResult:
             slot.error = exc
     slot.ctx.result.metrics.update(job.shared)
     return _finish(slot, job.log, slot.error)
+
+
+def run_days(settings: Settings, days: list[date], log: logging.Logger) -> list[StageResult]:
+    """The daily layout (``run --batch --daily``): transform/daily.py; imported on use (it imports this module)."""
+    from cryptopipe.transform.daily import run_days as daily_run_days
+
+    return daily_run_days(settings, days, log)

@@ -1,0 +1,410 @@
+"""Transform in the daily layout (``cryptopipe run --batch --daily``, docs/batch.md): one object per UTC day.
+
+Per day D, the 24 hourly snapshots are computed as range mode computes them (the same grid rule, engine and per-hour
+outputs, stage.py), and written as day objects instead of 24 x 3 hourly ones:
+
+- ``indicators_daily_key(D)``: the 24 hourly indicator tables concatenated in hour order (one Parquet write);
+- ``alerts_daily_key(D)``: ``{"day", "layout": "daily", "intervals": [the 24 hourly alerts dicts]}``; each hour's
+  ``report_uri`` names the day's report page (there is no hourly page);
+- ``report_daily_prefix(D) + "index.html"``: the day's anomalies per hour; PNG charts only for the last hour of the
+  last day of the call (range mode's default ``charts="last"``).
+
+Input: the day's compaction ``validated_daily_key(D)`` (validate --daily writes it). Its rows split by
+``snapshot_time`` are exactly the day's hourly validated partitions: validate's critical checks guarantee every
+validated row has ``snapshot_time`` = its interval end and one row per key, so the hour's "current" rows are the
+same set (the order differs; nothing per hour depends on it with unique keys). The lookback before a chunk's first
+day is read as hourly mode reads past days (history.py ``_past_day``: projection, compaction, else hourly
+partitions); days of earlier chunks of the same call are kept in memory instead of being read again.
+
+A day is the unit of success: a missing compaction, a failed shared read or a failing hour fails the whole day (no
+data objects; stale day objects of D are deleted), the other days go on. A day that succeeds deletes what an
+earlier hourly run left for D (indicators, alerts, report pages, hourly transform run records).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from cryptopipe.core.config import Settings
+from cryptopipe.core.errors import ConfigError, MissingInputError, PipelineError, StorageError
+from cryptopipe.core.layout import (
+    ALERTS,
+    HOUR,
+    INDICATORS,
+    REPORTS,
+    Interval,
+    alerts_daily_key,
+    day_intervals,
+    day_start,
+    days_between,
+    indicators_daily_key,
+    quality_daily_report_key,
+    report_daily_prefix,
+    validated_daily_key,
+)
+from cryptopipe.core.schema import SNAPSHOT_SCHEMA
+from cryptopipe.core.stage import (
+    RUNS,
+    ObjectRef,
+    StageContext,
+    StageResult,
+    finish_stage,
+    json_bytes,
+    new_day_context,
+    sha256,
+)
+from cryptopipe.core.storage import ObjectStore, open_stores
+from cryptopipe.core.tables import PARQUET_CONTENT_TYPE, conform, from_parquet_bytes, to_parquet_bytes
+from cryptopipe.transform import projection
+from cryptopipe.transform.anomalies import alerts_document, iso_z, quality_summary_of
+from cryptopipe.transform.charts import ChartSpec, day_index_html
+from cryptopipe.transform.history import HISTORY_COLUMNS, HOURS_PER_DAY, Part, _past_day, _Reader, anchor_time
+from cryptopipe.transform.indicators import Grid, Params, snapshot_tables
+from cryptopipe.transform.stage import STAGE, _grid, chart_pngs, indicators_and_anomalies
+
+DAY_CHUNK = 7  # days per history pass (range mode's week: memory bounded by the week and the lookback)
+READ_THREADS = 4  # the chunk's compactions are read and decoded in parallel (I/O and Arrow release the GIL)
+WRITE_THREADS = 4  # days whose objects are being written while the next chunk is computed
+HOUR_MS = 3_600_000
+HTML = "text/html; charset=utf-8"
+
+
+@dataclass
+class _Day:
+    """One day of the call: its context (lineage, day run record) and what was read and computed for it."""
+
+    ctx: StageContext
+    clock: float
+    error: PipelineError | None = None
+    hours: list[pa.Table] = field(default_factory=list)  # the 24 hours' validated rows, split from the compaction
+    parts: list[Part] = field(default_factory=list)  # its prices for the grid
+    ref: ObjectRef | None = None  # the compaction read
+
+    @property
+    def day(self) -> date:
+        assert self.ctx.day is not None
+        return self.ctx.day
+
+
+@dataclass
+class _Output:
+    """A day's objects, computed and ready to write, and its metrics."""
+
+    writes: list[tuple[str, bytes | pa.Table, str]] = field(default_factory=list)
+    metrics: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class _Job:
+    """What every chunk of one call shares."""
+
+    settings: Settings
+    log: logging.Logger
+    stores: tuple[ObjectStore, ObjectStore]
+    last: date  # charts are drawn for the last hour of this day only
+    reads: ThreadPoolExecutor
+    writes: ThreadPoolExecutor
+    carry: dict[date, tuple[list[ObjectRef], list[Part]]] = field(default_factory=dict)  # earlier chunks' days
+
+
+def run_days(settings: Settings, days: list[date], log: logging.Logger) -> list[StageResult]:
+    """Transform consecutive whole UTC days in the daily layout; one StageResult (and day run record) per day.
+
+    A PipelineError fails its day (or, for a shared read, its chunk's days) and the others go on; a bug is recorded
+    in the day's run record and re-raised.
+    """
+    _check_days(days)
+    log.info("transform daily started", extra={"first_day": str(days[0]), "days": len(days)})
+    results: list[StageResult] = []
+    with (
+        ThreadPoolExecutor(READ_THREADS, thread_name_prefix="transform-read") as reads,
+        ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="transform-write") as writes,
+    ):
+        job = _Job(settings, log, open_stores(settings.storage), days[-1], reads, writes)
+        pending: list[Future[StageResult]] = []
+        for lo in range(0, len(days), DAY_CHUNK):
+            pending.extend(_run_chunk(job, days[lo : lo + DAY_CHUNK]))
+        results = [future.result() for future in pending]
+    failed = sum(r.status == "failed" for r in results)
+    log.info(
+        "transform daily finished",
+        extra={"days": len(days), "failed": failed, "rows": sum(r.metrics.get("rows", 0) for r in results)},
+    )
+    return results
+
+
+def _check_days(days: list[date]) -> None:
+    if not days:
+        raise ConfigError("transform daily: no days given")
+    for before, after in itertools.pairwise(days):
+        if after - before != timedelta(days=1):
+            raise ConfigError(f"transform daily: days must be consecutive and in order; {after} follows {before}")
+
+
+def _run_chunk(job: _Job, days: list[date]) -> list[Future[StageResult]]:
+    """Read the chunk's days and lookback, compute every hour, hand each day's writes to the write pool."""
+    slots = [_Day(new_day_context(STAGE, job.settings, day, job.stores, job.log), time.perf_counter()) for day in days]
+    try:
+        for slot, (ref, table) in zip(slots, job.reads.map(lambda s: _read_compaction(s.ctx), slots), strict=True):
+            _take_compaction(slot, ref, table)
+        grid = _chunk_grid(job, slots)
+        ok = [slot for slot in slots if slot.error is None]
+        base = len(grid.times) - HOURS_PER_DAY * len(slots)
+        ks = [base + HOURS_PER_DAY * slots.index(slot) + h for slot in ok for h in range(HOURS_PER_DAY)]
+        params = Params(zscore_window=job.settings.alerts.zscore_window_hours)
+        snapshots = snapshot_tables(grid, params, ks) if ks else []
+    except PipelineError as exc:  # a shared read failed: every day of the chunk fails with it
+        for slot in slots:
+            slot.error = slot.error or exc
+        return [job.writes.submit(_write, job, slot, None) for slot in slots]
+    except BaseException as exc:
+        for slot in slots:
+            finish_stage(slot.ctx, time.perf_counter() - slot.clock, exc)
+        raise
+    futures = []
+    for slot in slots:
+        out = None
+        if slot.error is None:
+            i = ok.index(slot)
+            day = slice(HOURS_PER_DAY * i, HOURS_PER_DAY * (i + 1))
+            try:
+                out = _day_outputs(job, slot, grid, ks[day], snapshots[day])
+            except PipelineError as exc:
+                slot.error = exc
+            except BaseException as exc:
+                finish_stage(slot.ctx, time.perf_counter() - slot.clock, exc)
+                raise
+        slot.hours, slot.parts = [], []
+        futures.append(job.writes.submit(_write, job, slot, out))
+    return futures
+
+
+def _read_compaction(ctx: StageContext) -> tuple[ObjectRef | PipelineError, pa.Table | None]:
+    """The day's compaction (all columns) with its lineage record, or the error that fails the day."""
+    assert ctx.day is not None
+    key = validated_daily_key(ctx.day)
+    try:
+        data = ctx.store.get_or_none(key)
+        if data is None:
+            raise MissingInputError(
+                f"{ctx.store.url(key)} is missing: transform --daily reads the day's validated compaction; validate "
+                f"must run first in the daily layout for {ctx.day} (cryptopipe run --start {ctx.day}T00:00:00Z "
+                f"--end {ctx.day + timedelta(days=1)}T00:00:00Z --stages validate,transform --batch --daily)",
+                key=key,
+            )
+        table = conform(from_parquet_bytes(data, ctx.store.url(key)), SNAPSHOT_SCHEMA)
+    except PipelineError as exc:
+        return exc, None
+    return ObjectRef(key, sha256(data), len(data), table.num_rows), table
+
+
+def _take_compaction(slot: _Day, ref: ObjectRef | PipelineError, table: pa.Table | None) -> None:
+    if isinstance(ref, PipelineError):
+        slot.error = ref
+        return
+    assert table is not None
+    slot.ctx.result.inputs.append(ref)
+    slot.ref = ref
+    try:
+        slot.hours = split_hours(table, slot.day, ref.key)
+    except PipelineError as exc:
+        slot.error = exc
+        return
+    rows = projection.as_rows(table)
+    slot.parts = [projection.day_prices(rows, slot.day) or rows]
+
+
+def split_hours(table: pa.Table, day: date, key: str) -> list[pa.Table]:
+    """The compaction's rows per hour of the day (hour h: snapshot_time = the end of hour h), each in row order."""
+    offset = table.column("snapshot_time").cast(pa.int64()).to_numpy() - int(day_start(day).timestamp() * 1000)
+    stray = (offset <= 0) | (offset > HOURS_PER_DAY * HOUR_MS) | (offset % HOUR_MS != 0)
+    if stray.any():
+        raise StorageError(
+            f"{key}: {int(stray.sum())} rows have a snapshot_time that is not the end of an hour of {day}; "
+            "it is not the compaction of that day's validated hours (rerun validate --daily for the day)",
+            key=key,
+        )
+    hour = offset // HOUR_MS - 1
+    order = np.argsort(hour, kind="stable")
+    ordered = table.take(pa.array(order))
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(hour, minlength=HOURS_PER_DAY))])
+    return [ordered.slice(int(lo), int(hi - lo)) for lo, hi in itertools.pairwise(bounds)]
+
+
+def _chunk_grid(job: _Job, slots: list[_Day]) -> Grid:
+    """The grid from the lookback anchor to the chunk's last snapshot; lookback days read as hourly mode does."""
+    lookback = job.settings.transform.lookback_days
+    first = Interval.starting(day_start(slots[0].day))
+    last = Interval.starting(day_start(slots[-1].day) + (HOURS_PER_DAY - 1) * HOUR)
+    head = slots[0].ctx
+    reader = _Reader(head)
+    compactions: list[str] = []
+    parts: list[Part] = []
+    anchor_day = anchor_time(first, lookback).date()
+    for day in days_between(anchor_day, slots[0].day - timedelta(days=1)):
+        if day in job.carry:
+            refs, carried = job.carry[day]
+            for ref in refs:
+                reader._count(ref)
+            parts.extend(carried)
+        else:
+            parts.extend(_past_day(reader, day, compactions))
+    for slot in slots:
+        if slot.error is not None:  # absent from the compaction: its hours as a later chunk's lookback reads them
+            slot.parts = _hourly_parts(reader, slot.day)
+        parts.extend(slot.parts)
+    head.result.metrics.update(
+        {
+            "lookback_rows_read": reader.rows,
+            "lookback_objects_read": reader.objects,
+            "compactions_written": len(compactions),
+            "projections_written": len(reader.projections_written),
+        }
+    )
+    _carry(job, slots, anchor_day)
+    return _grid(parts, anchor_time(first, lookback), last.snapshot_time, lookback)
+
+
+def _hourly_parts(reader: _Reader, day: date) -> list[Part]:
+    tables = [reader.read(key, HISTORY_COLUMNS) for key in reader.hourly_keys(day).values()]
+    return [t for t in tables if t is not None]
+
+
+def _carry(job: _Job, slots: list[_Day], anchor_day: date) -> None:
+    """Keep the chunk's days for the next chunks' lookback (the next anchor is at least a chunk later)."""
+    for slot in slots:
+        job.carry[slot.day] = ([slot.ref] if slot.ref is not None else [], list(slot.parts))
+    for day in [d for d in job.carry if d < anchor_day]:
+        del job.carry[day]
+
+
+def _quality_by_hour(ctx: StageContext, day: date) -> dict[str, dict[str, Any]]:
+    """Each hour's quality summary (keyed by interval start) from validate's day report; none when absent."""
+    key = quality_daily_report_key(day)
+    data = ctx.store.get_or_none(key)
+    if data is None:
+        return {}
+    ctx.result.inputs.append(ObjectRef(key, sha256(data), len(data)))
+    try:
+        report = json.loads(data)
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    hours = report.get("intervals") if isinstance(report, dict) else None
+    out: dict[str, dict[str, Any]] = {}
+    for hour in hours if isinstance(hours, list) else []:
+        interval = hour.get("interval") if isinstance(hour, dict) else None
+        if isinstance(interval, dict) and isinstance(interval.get("start"), str):
+            out[interval["start"]] = quality_summary_of(hour)
+    return out
+
+
+def _day_outputs(job: _Job, slot: _Day, grid: Grid, ks: list[int], snapshots: list[pa.Table]) -> _Output:
+    """The day's indicators, alerts and report page from its 24 snapshot tables."""
+    ctx, day, settings = slot.ctx, slot.day, job.settings
+    quality = _quality_by_hour(ctx, day)
+    prefix = report_daily_prefix(day)
+    report_uri = ctx.store.url(prefix + "index.html")
+    tables, documents, sections = [], [], []
+    charts: list[ChartSpec] = []
+    out = _Output()
+    for interval, k, snapshot, current in zip(day_intervals(day), ks, snapshots, slot.hours, strict=True):
+        try:
+            table, anomalies = indicators_and_anomalies(settings, snapshot, current)
+        except PipelineError as exc:  # named by its hour; the day fails as a whole
+            raise _hour_error(interval, exc) from exc
+        tables.append(table)
+        hour_quality = quality.get(interval.start.isoformat(), quality_summary_of(None))
+        documents.append(alerts_document(interval, anomalies, hour_quality, report_uri))
+        sections.append((f"{iso_z(interval.start)} → {iso_z(interval.end)}", anomalies))
+        if day == job.last and interval.start.hour == HOURS_PER_DAY - 1:
+            charts, pngs = chart_pngs(settings, grid, k, interval, table=table, anomalies=anomalies)
+            out.writes.extend((prefix + filename, png, "image/png") for filename, png in pngs)
+    indicators = pa.concat_tables(tables)
+    out.writes.insert(0, (indicators_daily_key(day), indicators, PARQUET_CONTENT_TYPE))
+    title = f"Crypto market report {day} (UTC), by hour"
+    out.writes.append((prefix + "index.html", day_index_html(title, charts, sections), HTML))
+    alerts = {"day": str(day), "layout": "daily", "intervals": documents}
+    out.writes.append((alerts_daily_key(day), json_bytes(alerts), "application/json"))
+    per_hour = [len(anomalies) for _, anomalies in sections]
+    own_rows = sum(t.num_rows for t in slot.hours)
+    out.metrics = {
+        "rows": indicators.num_rows,
+        "coins": len(set(indicators.column("coin_id").to_pylist())),
+        "anomalies": sum(per_hour),
+        "anomalies_per_hour": per_hour,
+        "charts": len(charts),
+        "rows_read": own_rows + int(ctx.result.metrics.get("lookback_rows_read", 0)),
+        "report_uri": report_uri,
+    }
+    return out
+
+
+def _write(job: _Job, slot: _Day, out: _Output | None) -> StageResult:
+    """A day's objects, then the removal of what they supersede, then its run record (the record comes last)."""
+    ctx = slot.ctx
+    try:
+        if out is not None and slot.error is None:
+            for key, data, content_type in out.writes:
+                if isinstance(data, pa.Table):
+                    ctx.put(key, to_parquet_bytes(data), content_type, rows=data.num_rows)
+                else:
+                    ctx.put(key, data, content_type)
+            _delete_hourly(ctx.store, slot.day)
+            ctx.result.metrics.update(out.metrics)
+    except PipelineError as exc:
+        slot.error = exc
+    except BaseException as exc:
+        finish_stage(ctx, time.perf_counter() - slot.clock, exc)
+        raise
+    if slot.error is not None:
+        _delete_day_objects(ctx, slot.day)
+    error = None if slot.error is None else _day_error(slot.day, slot.error)
+    return finish_stage(ctx, time.perf_counter() - slot.clock, error)
+
+
+def _hour_error(interval: Interval, exc: PipelineError) -> PipelineError:
+    error = PipelineError(f"hour {interval}: {exc.message}", interval_start=interval.start.isoformat())
+    error.exit_code = exc.exit_code
+    return error
+
+
+def _day_error(day: date, exc: PipelineError) -> PipelineError:
+    """The error of the day (same exit code), saying that the day failed as a whole."""
+    error = PipelineError(
+        f"transform day {day} failed as a whole (daily layout; no day objects written): {exc.message}", day=str(day)
+    )
+    error.exit_code = exc.exit_code
+    return error
+
+
+def _delete_day_objects(ctx: StageContext, day: date) -> None:
+    """A failed day leaves no day object a reader would take as current (its own error stays the day's error)."""
+    store = ctx.store
+    try:
+        for key in (indicators_daily_key(day), alerts_daily_key(day), *store.list(report_daily_prefix(day))):
+            store.delete(key)
+    except PipelineError as exc:
+        ctx.log.warning(
+            "could not delete the failed day's stale objects", extra={"day": str(day), "error": exc.message}
+        )
+
+
+def _delete_hourly(store: ObjectStore, day: date) -> None:
+    """What an earlier hourly run left for the day: the day objects supersede it."""
+    partition = f"date={day:%Y-%m-%d}/"
+    for prefix in (f"{INDICATORS}/{partition}", f"{ALERTS}/{partition}", f"{REPORTS}/{partition}"):
+        for key in store.list(prefix):
+            store.delete(key)
+    for key in store.list(f"{RUNS}/{partition}"):
+        if key.endswith(f"/{STAGE}.json") and "/hour=" in key:
+            store.delete(key)
