@@ -5,8 +5,9 @@ of raw, warehouse rows, manifest, pipeline_runs rows, interval_manifests row, ru
 
 - the schema is migrated once per range, not once per interval;
 - the warehouse is loaded one chunk of intervals (``CHUNK_HOURS``, a day) per transaction: the chunk's rows of
-  ``market_snapshots``, ``indicators`` and ``anomalies`` are deleted by ``interval_start`` and re-inserted with one
-  bulk upsert per table (executemany of one prepared statement). The end state equals ``replace_interval`` per
+  ``market_snapshots``, ``indicators`` and ``anomalies`` are deleted by ``interval_start`` and re-inserted in bulk
+  (``bulk.replace_intervals``: COPY on PostgreSQL, an ADBC-written scratch database on SQLite, then one
+  ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` per table). The end state equals ``replace_interval`` per
   interval: exactly the new rows for each interval, one row per key (a key loaded earlier under another interval
   is moved, as the upsert there does);
 - objects are read and written by a thread pool (object-store latency overlaps);
@@ -33,10 +34,10 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from cryptopipe.archive import models, stage
+from cryptopipe.archive import bulk, models, stage
 from cryptopipe.archive.lineage import build_manifest
 from cryptopipe.archive.retention import apply_retention
-from cryptopipe.archive.warehouse import create_engine, lock_interval, migrate, safe_url, upsert, warehouse_errors
+from cryptopipe.archive.warehouse import create_engine, migrate, safe_url, upsert, warehouse_errors
 from cryptopipe.core import layout
 from cryptopipe.core.config import Settings
 from cryptopipe.core.errors import PipelineError, StorageError
@@ -207,9 +208,6 @@ def apply_retention_range(store: ObjectStore, intervals: list[Interval], working
 
 
 def _load_warehouse(conn: Connection, items: list[_Item]) -> dict[Interval, dict[str, int]]:
-    starts = [item.ctx.interval.start for item in items]
-    for start in starts:
-        lock_interval(conn, start)
     snapshot_tables, indicator_tables, anomalies = [], [], []
     counts: dict[Interval, dict[str, int]] = {}
     for item in items:
@@ -226,11 +224,13 @@ def _load_warehouse(conn: Connection, items: list[_Item]) -> dict[Interval, dict
             "indicators": indicators.num_rows,
             "anomalies": len(anomaly),
         }
-    for table in (models.market_snapshots, models.indicators, models.anomalies):
-        conn.execute(sa.delete(table).where(table.c.interval_start.in_(starts)))
-    _bulk_upsert(conn, models.market_snapshots, _concat(snapshot_tables))
-    _bulk_upsert(conn, models.indicators, _concat(indicator_tables))
-    upsert(conn, models.anomalies, anomalies)
+    data = {
+        "market_snapshots": _concat(snapshot_tables),
+        "indicators": _concat(indicator_tables),
+        "anomalies": pa.Table.from_pylist(anomalies, schema=bulk.arrow_schema(models.anomalies)),
+    }
+    # Takes the per-interval advisory locks (PostgreSQL), deletes the chunk's rows and loads them in bulk.
+    bulk.replace_intervals(conn, data, [item.ctx.interval.start for item in items])
     runs = []
     for item in items:
         rows = stage.run_rows(item.ctx)
@@ -256,7 +256,9 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
 
 def _bulk_upsert(conn: Connection, table: sa.Table, data: pa.Table) -> None:
     """One prepared INSERT ... ON CONFLICT DO UPDATE, executemany over all rows, values bound exactly as
-    SQLAlchemy binds them (the column type's processor; NaN and infinities as NULL, as ``upsert`` does)."""
+    SQLAlchemy binds them (the column type's processor; NaN and infinities as NULL, as ``upsert`` does).
+    No longer the range mode's load (``bulk.replace_intervals`` is); kept as the reference the bulk load is tested
+    against and for the bench's executemany floor (``_bind_values``)."""
     if data.num_rows == 0:
         return
     keys = [c.name for c in table.primary_key.columns]
