@@ -61,23 +61,25 @@ def quality_score(report: dict[str, Any] | None) -> float | None:
     return float(score) if isinstance(score, (int, float)) else None
 
 
+def stage_entry(record: dict[str, Any]) -> dict[str, Any]:
+    """A run record as the manifest's ``stages`` section lists it."""
+    return {
+        "status": record["status"],
+        "exit_code": record["exit_code"],
+        "started_at": record["started_at"],
+        "finished_at": record["finished_at"],
+        "duration_seconds": record["duration_seconds"],
+        "code_version": record.get("code_version"),
+        "config_fingerprint": record.get("config_fingerprint"),
+        "metrics": record.get("metrics", {}),
+    }
+
+
 def build_manifest(
     ctx: StageContext, *, archived: list[dict[str, Any]], warehouse: dict[str, Any], quality: dict[str, Any] | None
 ) -> dict[str, Any]:
     records = read_run_records(ctx.store, ctx.interval)
-    stages = {
-        r["stage"]: {
-            "status": r["status"],
-            "exit_code": r["exit_code"],
-            "started_at": r["started_at"],
-            "finished_at": r["finished_at"],
-            "duration_seconds": r["duration_seconds"],
-            "code_version": r.get("code_version"),
-            "config_fingerprint": r.get("config_fingerprint"),
-            "metrics": r.get("metrics", {}),
-        }
-        for r in records
-    }
+    stages = {r["stage"]: stage_entry(r) for r in records}
     return {
         "manifest_version": MANIFEST_VERSION,
         "interval_start": ctx.interval.start.isoformat(),

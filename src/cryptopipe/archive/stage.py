@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -139,25 +139,32 @@ def anomaly_rows(alerts: dict[str, Any] | None, interval_start: datetime) -> lis
 
 
 def run_rows(ctx: StageContext) -> list[dict[str, Any]]:
-    rows = []
-    for record in read_run_records(ctx.store, ctx.interval):
-        rows.append(
-            {
-                "interval_start": ctx.interval.start,
-                "stage": record["stage"],
-                "started_at": datetime.fromisoformat(record["started_at"]),
-                "finished_at": datetime.fromisoformat(record["finished_at"]) if record.get("finished_at") else None,
-                "status": record["status"],
-                "exit_code": int(record["exit_code"]),
-                "duration_seconds": record.get("duration_seconds"),
-                "rows_out": sum(o.get("rows") or 0 for o in record.get("outputs", [])),
-                "code_version": record.get("code_version"),
-                "config_fingerprint": record.get("config_fingerprint"),
-                "message": record.get("message") or None,
-                "metrics": {k: _json_safe(v) for k, v in (record.get("metrics") or {}).items()},
-            }
-        )
-    return rows
+    return [run_row(record, ctx.interval.start) for record in read_run_records(ctx.store, ctx.interval)]
+
+
+def run_row(
+    record: dict[str, Any],
+    interval_start: datetime,
+    *,
+    rows_out: int | None = None,
+    duration_seconds: float | None = None,
+) -> dict[str, Any]:
+    """The pipeline_runs row of one stage run record for one interval. A day record (daily layout) gives one row
+    per interval: the caller passes the interval's own rows and its share of the day's duration."""
+    return {
+        "interval_start": interval_start,
+        "stage": record["stage"],
+        "started_at": datetime.fromisoformat(record["started_at"]),
+        "finished_at": datetime.fromisoformat(record["finished_at"]) if record.get("finished_at") else None,
+        "status": record["status"],
+        "exit_code": int(record["exit_code"]),
+        "duration_seconds": record.get("duration_seconds") if duration_seconds is None else duration_seconds,
+        "rows_out": sum(o.get("rows") or 0 for o in record.get("outputs", [])) if rows_out is None else rows_out,
+        "code_version": record.get("code_version"),
+        "config_fingerprint": record.get("config_fingerprint"),
+        "message": record.get("message") or None,
+        "metrics": {k: _json_safe(v) for k, v in (record.get("metrics") or {}).items()},
+    }
 
 
 def load_warehouse(
@@ -237,3 +244,10 @@ def run_range(settings: Settings, intervals: list[layout.Interval], log: logging
     from cryptopipe.archive.batch import run_range as run_range_impl
 
     return run_range_impl(settings, intervals, log)
+
+
+def run_days(settings: Settings, days: list[date], log: logging.Logger) -> list[StageResult]:
+    """Daily layout (``cryptopipe run --batch --daily``): one manifest and one run record per UTC day; see daily.py."""
+    from cryptopipe.archive.daily import run_days as run_days_impl
+
+    return run_days_impl(settings, days, log)
