@@ -7,9 +7,9 @@
   checksum, as the hourly archive does;
 - per chunk of days (``CHUNK_DAYS``), one warehouse transaction: the per-interval advisory locks, then the days'
   rows of ``market_snapshots``, ``indicators`` (``interval_start`` = ``snapshot_time`` - 1 h, per row in Arrow) and
-  ``anomalies`` replace those intervals' rows (``archive.bulk.replace_intervals``), and ``pipeline_runs`` gets one
-  row per stage and interval, as hourly mode has (from the day run records of validate and transform and the
-  hourly ingest records);
+  ``anomalies`` replace those intervals' rows (``archive.bulk.replace_intervals``: no value bound in Python), and
+  ``pipeline_runs`` gets one row per stage and interval, as hourly mode has (from the day run records of validate
+  and transform and the hourly ingest records);
 - after that commit, one manifest per day (``manifest_daily_key``) and, in a second transaction, this run's own
   ``pipeline_runs`` rows and one ``interval_manifests`` row per interval pointing at the day manifest;
 - what an earlier hourly archive left for the day (hourly manifests, hourly archive run records) is deleted;
@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -37,10 +37,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cryptopipe import __version__
-from cryptopipe.archive import models, stage
+from cryptopipe.archive import bulk, models, stage
 from cryptopipe.archive.batch import apply_retention_range
 from cryptopipe.archive.lineage import MANIFEST_VERSION, quality_score, stage_entry
-from cryptopipe.archive.warehouse import create_engine, lock_interval, migrate, safe_url, upsert, warehouse_errors
+from cryptopipe.archive.warehouse import create_engine, migrate, safe_url, upsert, warehouse_errors
 from cryptopipe.core import layout
 from cryptopipe.core.config import Settings
 from cryptopipe.core.errors import MissingInputError, ObjectNotFoundError, PipelineError, StorageError
@@ -247,12 +247,20 @@ def _day_json(item: _Day, key: str) -> list[dict[str, Any]]:
     if not isinstance(hours, list) or len(hours) != HOURS or not all(isinstance(h, dict) for h in hours):
         raise StorageError(f"{where}: expected a day object with 24 hourly entries under 'intervals'")
     for start, hour in zip(item.starts, hours, strict=True):
-        stated = hour.get("interval_start")
-        if stated is not None and datetime.fromisoformat(stated) != start:
-            raise StorageError(f"{where}: entry for {start.isoformat()} says interval_start {stated}")
+        # alerts documents say "interval_start", quality reports {"interval": {"start": ...}}
+        stated = hour.get("interval_start") or (hour.get("interval") or {}).get("start")
+        if stated is not None and _instant(stated) != start:
+            raise StorageError(f"{where}: the entry for {start.isoformat()} is for {stated} (hours out of order)")
     if key == layout.quality_daily_report_key(item.day):
         item.quality = parsed
     return hours
+
+
+def _instant(text: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def _table(item: _Day, key: str) -> pa.Table:
@@ -363,14 +371,12 @@ def _hour_counts(table: pa.Table, starts: list[datetime]) -> list[int]:
 
 
 def _load_warehouse(conn: Connection, items: list[_Day]) -> None:
-    starts = [start for item in items for start in item.starts]
-    for start in starts:
-        lock_interval(conn, start)
-    data: dict[str, pa.Table] = {}
-    for name in WAREHOUSE_TABLES:
-        tables = [_warehouse_table(item, name) for item in items]
-        data[name] = pa.concat_tables(tables, promote_options="permissive")
-    replace_intervals(conn, data, starts)
+    data = {
+        name: pa.concat_tables([_warehouse_table(item, name) for item in items], promote_options="permissive")
+        for name in WAREHOUSE_TABLES
+    }
+    # Takes the per-interval advisory locks (PostgreSQL), deletes the intervals' rows, loads the tables in bulk.
+    bulk.replace_intervals(conn, data, [start for item in items for start in item.starts])
     runs: list[dict[str, Any]] = []
     for item in items:
         item_runs = _upstream_rows(item)
@@ -391,29 +397,6 @@ def _upstream_rows(item: _Day) -> list[dict[str, Any]]:
             share = round((record.get("duration_seconds") or 0.0) / HOURS, 3)
             rows.append(stage.run_row(record, start, rows_out=hour_rows[name][h], duration_seconds=share))
     return rows
-
-
-def replace_intervals(
-    conn: Connection, data: Mapping[str, pa.Table], interval_starts: list[datetime]
-) -> dict[str, int]:
-    """``archive.bulk.replace_intervals`` (the Arrow bulk load) when it is installed; else the per-row path:
-    delete the intervals' rows, then upsert the rows as ``replace_interval`` binds them."""
-    try:
-        from cryptopipe.archive.bulk import replace_intervals as bulk_replace
-    except ImportError as exc:
-        if exc.name != "cryptopipe.archive.bulk":
-            raise
-    else:
-        return dict(bulk_replace(conn, data, interval_starts))
-    for name in WAREHOUSE_TABLES:
-        table = models.metadata.tables[name]
-        conn.execute(sa.delete(table).where(table.c.interval_start.in_(interval_starts)))
-    counts = {}
-    for name in WAREHOUSE_TABLES:
-        table = models.metadata.tables[name]
-        rows = data[name].select([c for c in data[name].column_names if c in table.c]).to_pylist()
-        counts[name] = upsert(conn, table, rows)
-    return counts
 
 
 # --- the day manifest -------------------------------------------------------------------------------------------
