@@ -61,9 +61,11 @@ IO_THREADS = 8  # per-interval reads and writes in flight at once (I/O bound: fs
 
 @dataclass
 class _Item:
-    """One interval of a chunk: its context, and (when batched) its staging table and row range."""
+    """One interval of a chunk: its context (range mode; the daily layout has one per day), and (when batched) its
+    staging table and row range."""
 
-    ctx: StageContext
+    interval: Interval
+    ctx: StageContext | None = None
     table: pa.Table | None = None
     lo: int = 0
     hi: int = 0
@@ -76,7 +78,7 @@ def run_range(
     """Validate every interval; one StageResult per interval, in order (failed ones carry their exit code)."""
     store, archive_store = open_stores(settings.storage)
     results: list[StageResult] = []
-    validator = _RangeValidator()
+    validator = RangeValidator()
     for first in range(0, len(intervals), chunk_hours):
         chunk = intervals[first : first + chunk_hours]
         results.extend(_run_chunk(settings, (store, archive_store), chunk, log, validator))
@@ -99,7 +101,8 @@ def _guarded(ctx: StageContext, work: Callable[[], None], shared_seconds: float)
     return finish_stage(ctx, shared_seconds + time.perf_counter() - clock)
 
 
-def _batchable(table: pa.Table) -> bool:
+def batchable(table: pa.Table) -> bool:
+    """Exactly SNAPSHOT_SCHEMA and rows: table-level checks are then the same for every interval of a run."""
     return table.num_rows > 0 and table.schema.equals(SNAPSHOT_SCHEMA, check_metadata=False)
 
 
@@ -111,7 +114,7 @@ def _run_chunk(
     stores: tuple[ObjectStore, ObjectStore],
     intervals: list[Interval],
     log: logging.Logger,
-    validator: _RangeValidator,
+    validator: RangeValidator,
 ) -> list[StageResult]:
     clock = time.perf_counter()
     results: dict[str, StageResult] = {}  # by interval start (isoformat)
@@ -122,9 +125,10 @@ def _run_chunk(
     for item in loaded:
         if isinstance(item, StageResult):
             results[item.interval_start] = item
-        elif item.table is not None and _batchable(item.table):
+        elif item.table is not None and batchable(item.table):
             batch.append(item)
         else:
+            assert item.ctx is not None
             single.append(item.ctx)
     outcomes: list[dict[str, Outcome]] = []
     gx_seconds = 0.0
@@ -133,22 +137,24 @@ def _run_chunk(
             gx_clock = time.perf_counter()
             outcomes = _validate(settings, batch, validator)
             gx_seconds = time.perf_counter() - gx_clock
-        except _FallBackError as exc:
+        except FallBackError as exc:
             log.warning("range validation fell back to per-interval runs", extra={"reason": str(exc)})
-            single.extend(item.ctx for item in batch)
+            single.extend(item.ctx for item in batch if item.ctx is not None)
             batch, outcomes = [], []
     shared = (time.perf_counter() - clock) / max(1, len(batch) + len(single))
     gx_version = import_gx().__version__  # once here: import_gx swaps warning filters, which is not thread-safe
 
     def publish(pair: tuple[_Item, dict[str, Outcome]]) -> StageResult:
         item, per_interval = pair
-        table, checks = item.table, item.checks
-        assert table is not None and checks is not None
-        item.ctx.result.metrics["batch_intervals"] = len(batch)
-        item.ctx.result.metrics["batch_gx_seconds"] = round(gx_seconds, 3)  # the chunk's GX run, shared
-        return _guarded(
-            item.ctx, lambda: stage.publish(item.ctx, table, checks, per_interval, None, gx_version=gx_version), shared
-        )
+        ctx, table, checks = item.ctx, item.table, item.checks
+        assert ctx is not None and table is not None and checks is not None
+        ctx.result.metrics["batch_intervals"] = len(batch)
+        ctx.result.metrics["batch_gx_seconds"] = round(gx_seconds, 3)  # the chunk's GX run, shared
+
+        def work() -> None:
+            stage.publish(ctx, table, checks, per_interval, None, gx_version=gx_version)
+
+        return _guarded(ctx, work, shared)
 
     with ThreadPoolExecutor(IO_THREADS) as pool:
         for result in pool.map(publish, zip(batch, outcomes, strict=True)):
@@ -166,7 +172,7 @@ def _load(
     if not ctx.store.exists(key):
         return _without_staging(ctx)
     try:
-        return _Item(ctx, ctx.read_table(key))
+        return _Item(interval, ctx, ctx.read_table(key))
     except PipelineError as exc:
         return finish_stage(ctx, 0.0, exc)
 
@@ -189,20 +195,30 @@ def _without_staging(ctx: StageContext) -> StageResult:
     return finish_stage(ctx, 0.0, err)
 
 
-class _FallBackError(Exception):
+class FallBackError(Exception):
     """The range run cannot stand for the per-interval runs (a GX expectation raised): run them one by one."""
 
 
 # --- one GX run over the chunk, split back per interval ---------------------------------------------------------
 
 
-def _validate(settings: Settings, batch: list[_Item], validator: _RangeValidator) -> list[dict[str, Outcome]]:
+def validate_tables(
+    settings: Settings, tables: list[tuple[Interval, pa.Table]], validator: RangeValidator
+) -> tuple[list[list[Check]], list[dict[str, Outcome]]]:
+    """One GX run over these intervals' staging tables (each ``batchable``): per interval its suite and outcomes,
+    equal to what the per-interval run gives. FallBackError if an expectation raised in the shared run."""
+    batch = [_Item(interval, table=table) for interval, table in tables]
+    outcomes = _validate(settings, batch, validator)
+    return [item.checks or [] for item in batch], outcomes
+
+
+def _validate(settings: Settings, batch: list[_Item], validator: RangeValidator) -> list[dict[str, Outcome]]:
     offset = 0
     for item in batch:
         assert item.table is not None
         item.lo, offset = offset, offset + item.table.num_rows
         item.hi = offset
-        item.checks = build_suite(settings, item.ctx.interval, item.table)
+        item.checks = build_suite(settings, item.interval, item.table)
     template = batch[0].checks
     assert template is not None
     _same_rules(template, batch)
@@ -212,7 +228,7 @@ def _validate(settings: Settings, batch: list[_Item], validator: _RangeValidator
     outcomes = validator.run(frame, checks)
     raised = [o.name for o in outcomes.values() if o.exception is not None]
     if raised:
-        raise _FallBackError(f"expectation(s) {raised} raised in the range run")
+        raise FallBackError(f"expectation(s) {raised} raised in the range run")
     return _split_outcomes(template, checks, outcomes, frame, batch)
 
 
@@ -231,7 +247,7 @@ def _same_rules(template: list[Check], batch: list[_Item]) -> None:
         for a, b in zip(template, item.checks, strict=True):
             if a.name != b.name or (not _interval_dependent(a) and a.kwargs != b.kwargs):
                 raise RuntimeError(
-                    f"check {a.name!r} differs between intervals {batch[0].ctx.interval} and {item.ctx.interval}; "
+                    f"check {a.name!r} differs between intervals {batch[0].interval} and {item.interval}; "
                     "range validation only knows the interval-dependent checks of suite.py (update batch.py)"
                 )
 
@@ -248,7 +264,7 @@ def _per_row(batch: list[_Item], values: list[float]) -> np.ndarray:
 
 def _range_frame(settings: Settings, table: pa.Table, batch: list[_Item]) -> pd.DataFrame:
     frame = to_frame(table, settings.quality)
-    ends = _per_row(batch, [item.ctx.interval.end.timestamp() * US for item in batch])
+    ends = _per_row(batch, [item.interval.end.timestamp() * US for item in batch])
     frame[OFFSET_COL] = _timestamps_us(table, "snapshot_time") - ends
     frame[AGE_COL] = ends - _timestamps_us(table, "last_updated")
     keys_missing = np.logical_and.reduce(
@@ -366,7 +382,7 @@ def _map_outcome(name: str, element_count: int, missing: int | None, rows: list[
     )
 
 
-class _RangeValidator:
+class RangeValidator:
     """One ephemeral GX context for the whole range: the suite is identical for every chunk (its interval-dependent
     thresholds live in the frame), so it is registered once and the checkpoint runs once per chunk."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
@@ -42,8 +43,8 @@ def _sorted(table: pa.Table) -> pa.Table:
     return table.sort_by([(col, "ascending") for col in SNAPSHOT_KEY])
 
 
-def _split(table: pa.Table, verdict: Verdict) -> tuple[pa.Table, pa.Table]:
-    """(validated, quarantine) tables, each conformed to its schema and sorted by key."""
+def split_table(table: pa.Table, verdict: Verdict) -> tuple[pa.Table, pa.Table]:
+    """(validated, quarantine) tables, each conformed to its schema and sorted by key (also used by daily.py)."""
     bad = set(verdict.row_reasons)
     good_rows = pa.array([i for i in range(table.num_rows) if i not in bad], pa.int64())
     bad_rows = verdict.quarantined_rows
@@ -109,7 +110,7 @@ def publish(
     rows_validated = rows_quarantined = 0
     day_key = validated_daily_key(interval.start.date())
     if verdict.passed:
-        validated, quarantined = _split(table, verdict)
+        validated, quarantined = split_table(table, verdict)
         ctx.write_table(validated_key(interval), validated)
         objects["validated"] = validated_key(interval)
         if quarantined.num_rows:
@@ -173,3 +174,11 @@ def run_range(settings: Settings, intervals: list[Interval], log: logging.Logger
     from cryptopipe.validate.batch import run_range as run_range_impl
 
     return run_range_impl(settings, intervals, log)
+
+
+def run_days(settings: Settings, days: list[date], log: logging.Logger) -> list[StageResult]:
+    """Daily layout (``cryptopipe run --batch --daily``): one result and one set of day objects per UTC day; see
+    daily.py and docs/batch.md."""
+    from cryptopipe.validate.daily import run_days as run_days_impl
+
+    return run_days_impl(settings, days, log)
