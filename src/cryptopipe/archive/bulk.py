@@ -148,7 +148,8 @@ def _last_per_key(table: pa.Table, keys: list[str]) -> pa.Table:
     last = table.select(keys).append_column("row", order).group_by(keys, use_threads=False).aggregate([("row", "max")])
     if last.num_rows == table.num_rows:
         return table
-    return table.take(pc.sort_indices(last.column("row_max")))
+    rows = last.column("row_max")
+    return table.take(pc.take(rows, pc.sort_indices(rows)))  # the kept rows in the data's order
 
 
 def _span(starts: list[datetime]) -> str:
