@@ -20,6 +20,7 @@ message points to hourly range mode, which validates such an hour on its own.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -347,7 +348,7 @@ def _publish_day(day: _Day, gx_version: str) -> None:
         ctx.delete(quarantine_daily_key(d))  # a previous run's quarantine no longer applies
     report = _day_report(d, judged, gx_version, validated_key_d, quarantine_key_d)
     report_key = quality_daily_report_key(d)
-    ctx.put_json(report_key, report)
+    ctx.put(report_key, _compact_json(report), "application/json")
     _day_metrics(ctx, judged, report)
     ctx.result.metrics["quality_report_uri"] = ctx.store.url(report_key)
     if failed:
@@ -364,6 +365,12 @@ def _publish_day(day: _Day, gx_version: str) -> None:
         )
     _drop_hourly(ctx, d)  # before the seal: a sealed day never holds two versions of an hour
     ctx.log.info("quality gate", extra={"day": str(d), "gate": report["summary"]["gate"]})
+
+
+def _compact_json(obj: Any) -> bytes:
+    """Canonical JSON (sorted keys) without indentation: json's C encoder only runs without ``indent``, and the day
+    report (24 hourly reports, ~40k values) costs ~10x more through the indenting pure-Python one."""
+    return (json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str) + "\n").encode()
 
 
 def _day_report(
