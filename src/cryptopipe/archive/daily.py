@@ -139,9 +139,17 @@ def run_days(
         except PipelineError as exc:  # nothing can load: every day fails with the warehouse's error
             return [_finish(_Day(new_day_context(STAGE, settings, d, stores, log)), exc) for d in days]
         run = _Run(settings, stores, engine, url, revision, log)
-        for first in range(0, len(days), chunk_days):
-            last = first + chunk_days >= len(days)
-            results.extend(_run_chunk(run, days[first : first + chunk_days], retention=days if last else None))
+        chunks = [days[first : first + chunk_days] for first in range(0, len(days), chunk_days)]
+        # The next chunk's inputs are read and its raw archived while this chunk's warehouse load runs (that load
+        # spends its time in SQLite/Arrow/the server, outside the GIL): the object work hides behind it.
+        with ThreadPoolExecutor(1, thread_name_prefix="archive-ahead") as ahead:
+            upcoming = ahead.submit(_prepare, run, chunks[0]) if chunks else None
+            for n in range(len(chunks)):
+                assert upcoming is not None
+                items = upcoming.result()
+                if n + 1 < len(chunks):
+                    upcoming = ahead.submit(_prepare, run, chunks[n + 1])
+                results.extend(_complete(run, items, retention=days if n + 1 == len(chunks) else None))
     finally:
         engine.dispose()
     return results
@@ -153,21 +161,35 @@ def _finish(item: _Day, error: PipelineError | None = None) -> StageResult:
     return item.finished
 
 
-def _run_chunk(run: _Run, days: list[date], *, retention: list[date] | None) -> list[StageResult]:
-    items = [_Day(new_day_context(STAGE, run.settings, d, run.stores, run.log)) for d in days]
+def _guarded(items: list[_Day], work: Callable[[], None]) -> None:
+    """Run ``work``; a bug (any other exception) is recorded in every unfinished day's run record, then raised."""
     try:
-        _chunk_work(run, items, retention)
-    except Exception as exc:  # a bug: every day not yet finished records it, then it propagates
+        work()
+    except Exception as exc:
         for item in items:
             if item.finished is None:
                 item.finished = finish_stage(item.ctx, time.perf_counter() - item.clock, exc)
         raise
+
+
+def _prepare(run: _Run, days: list[date]) -> list[_Day]:
+    """The chunk's inputs read and its raw archived: everything before the warehouse."""
+    items = [_Day(new_day_context(STAGE, run.settings, d, run.stores, run.log)) for d in days]
+
+    def work() -> None:
+        _each(items, _read_inputs)
+        _archive_raw(items)
+
+    _guarded(items, work)
+    return items
+
+
+def _complete(run: _Run, items: list[_Day], *, retention: list[date] | None) -> list[StageResult]:
+    _guarded(items, lambda: _load_and_record(run, items, retention))
     return [_finish(item, item.error) for item in items]
 
 
-def _chunk_work(run: _Run, items: list[_Day], retention: list[date] | None) -> None:
-    _each(items, _read_inputs)
-    _archive_raw(items)
+def _load_and_record(run: _Run, items: list[_Day], retention: list[date] | None) -> None:
     healthy = [item for item in items if item.error is None]
     load_seconds = 0.0
     if healthy:

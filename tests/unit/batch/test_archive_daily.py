@@ -289,3 +289,20 @@ def test_after_real_validate_and_transform_daily_equals_hourly(
     assert len(runs) == len(set(runs)) == 48 * 3  # validate, transform, archive: one row per interval each
     scores = [r[4] for r in sorted(rows(urls["daily"], models.interval_manifests))]
     assert scores == [r[4] for r in sorted(rows(urls["hourly"], models.interval_manifests))]
+
+
+def test_a_bug_is_recorded_on_the_days_and_raised(
+    tmp_path: Path, settings_for: Callable[..., Any], quiet_log: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, url = tmp_path / "data", f"sqlite:///{tmp_path / 'wh.db'}"
+    store = daily_root(root)
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(archive_daily, "_load_warehouse", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        archive_daily.run_days(settings_for(root, url), DAYS, quiet_log, chunk_days=1)
+    first = json.loads(store.get(day_run_record_key(DAYS[0], "archive")))
+    assert (first["status"], first["exit_code"]) == ("failed", 1) and "boom" in first["message"]
+    assert not store.exists(layout.manifest_daily_key(DAYS[0]))
