@@ -52,6 +52,18 @@ def detect_anomalies(
     indicators: pa.Table, current: pa.Table, alerts: AlertSettings, rows: pa.Array | None = None
 ) -> list[dict[str, Any]]:
     """Anomaly records sorted by (coin_id, vs_currency, metric order)."""
+    return sort_anomalies([record for _, record in anomaly_records(indicators, current, alerts, rows)])
+
+
+def sort_anomalies(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(found, key=lambda a: (a["coin_id"], a["vs_currency"], METRIC_ORDER.index(a["metric"])))
+
+
+def anomaly_records(
+    indicators: pa.Table, current: pa.Table, alerts: AlertSettings, rows: pa.Array | None = None
+) -> list[tuple[int, dict[str, Any]]]:
+    """(indicator row, anomaly record) of every threshold crossed, in row order (the daily layout groups a day's
+    rows by hour; ``detect_anomalies`` sorts one interval's)."""
     source_1h, source_24h = _source_moves(indicators, current, rows)
     z = _finite_values(indicators.column("zscore_1h"))
     with np.errstate(invalid="ignore"):
@@ -64,23 +76,23 @@ def detect_anomalies(
         )
         over = [np.isfinite(values) & (np.abs(values) > threshold) for _, values, threshold, _ in checks]
     flagged = np.flatnonzero(np.logical_or.reduce(over)) if over[0].size else np.zeros(0, np.int64)
-    coins, currencies = indicators.column("coin_id"), indicators.column("vs_currency")
-    found: list[dict[str, Any]] = []
-    for i in flagged.tolist():
+    taken = pa.array(flagged, pa.int64())
+    coins = indicators.column("coin_id").take(taken).to_pylist()
+    currencies = indicators.column("vs_currency").take(taken).to_pylist()
+    found: list[tuple[int, dict[str, Any]]] = []
+    for i, coin, currency in zip(flagged.tolist(), coins, currencies, strict=True):
         for (metric, values, threshold, window), hit in zip(checks, over, strict=True):
             if hit[i]:
-                found.append(
-                    {
-                        "coin_id": coins[i].as_py(),
-                        "vs_currency": currencies[i].as_py(),
-                        "metric": metric,
-                        "value": float(values[i]),
-                        "threshold": threshold,
-                        "window": window,
-                        "z": float(z[i]) if math.isfinite(z[i]) else None,
-                    }
-                )
-    found.sort(key=lambda a: (a["coin_id"], a["vs_currency"], METRIC_ORDER.index(a["metric"])))
+                record = {
+                    "coin_id": coin,
+                    "vs_currency": currency,
+                    "metric": metric,
+                    "value": float(values[i]),
+                    "threshold": threshold,
+                    "window": window,
+                    "z": float(z[i]) if math.isfinite(z[i]) else None,
+                }
+                found.append((i, record))
     return found
 
 

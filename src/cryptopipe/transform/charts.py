@@ -27,6 +27,7 @@ from cryptopipe.core.config import AlertSettings
 from cryptopipe.transform.indicators import CHART_SERIES, Grid, Params, series_indicators
 
 MAX_ANOMALY_CHARTS = 10
+_escape = lru_cache(maxsize=4096)(html.escape)
 
 
 @dataclass(frozen=True)
@@ -284,7 +285,7 @@ def _png(image: Any) -> bytes:
 
 
 def _anomaly_rows(anomalies: list[dict[str, Any]]) -> str:
-    esc = html.escape
+    esc = _escape  # the same few coin ids, currencies and metrics on every row of a day
     return "\n".join(
         f"<tr><td>{esc(a['coin_id'])}</td><td>{esc(a['vs_currency'])}</td><td>{esc(a['metric'])}</td>"
         f"<td>{a['value']:.6g}</td><td>{a['threshold']:g}</td><td>{esc(a['window'])}</td>"
