@@ -379,8 +379,8 @@ def _day_matching_rows(snapshots: list[pa.Table], hours: list[pa.Table]) -> pa.A
     """``matching_rows`` of every hour, as row numbers into the hours' concatenation (one hash lookup per day)."""
     keys = _hour_keys(hours)
     if keys.null_count or len(pc.unique(keys)) != len(keys):  # not validated data: matching_rows' "last wins"
-        offsets = np.cumsum([0] + [t.num_rows for t in hours])
-        parts = [pc.add(matching_rows(s, h), int(o)) for s, h, o in zip(snapshots, hours, offsets, strict=False)]
+        offsets = np.cumsum([0] + [t.num_rows for t in hours])[:-1]
+        parts = [pc.add(matching_rows(s, h), int(o)) for s, h, o in zip(snapshots, hours, offsets, strict=True)]
         return pa.concat_arrays(parts) if parts else pa.array([], pa.int64())
     return pc.index_in(_hour_keys(snapshots), value_set=keys).cast(pa.int64())
 

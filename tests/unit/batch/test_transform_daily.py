@@ -43,6 +43,7 @@ from cryptopipe.core.stage import day_run_record_key, json_bytes, run_record_key
 from cryptopipe.core.storage import FileStore
 from cryptopipe.core.tables import from_parquet_bytes
 from cryptopipe.transform import daily
+from cryptopipe.transform.indicators import matching_rows
 from cryptopipe.transform.stage import run_range
 from tests.unit.transform.builders import write_days, write_hours
 from tests.unit.transform.test_transform_engine import END as DATASET_END
@@ -255,3 +256,29 @@ def test_run_days_is_what_the_stage_module_exports(settings_for: Callable[..., S
         module.run_days(settings, [DAYS[0], DAYS[2]], logging.getLogger("t"))
     with pytest.raises(ConfigError, match="no days"):
         module.run_days(settings, [], logging.getLogger("t"))
+
+
+def test_day_matching_rows_equal_matching_rows_per_hour_with_duplicates_and_gaps() -> None:
+    """The day-level lookup (hash of coin, currency, hour) gives every hour's matching_rows, offset into the day;
+    with a duplicated key (not validated data) it falls back to matching_rows' "the last row wins"."""
+
+    def table(rows: list[tuple[str, str]]) -> pa.Table:
+        return pa.table({"coin_id": [c for c, _ in rows], "vs_currency": [v for _, v in rows]})
+
+    snapshots = [table([("a", "usd"), ("b", "usd"), ("b", "eur")]) for _ in range(24)]
+    hours = [table([("b", "eur"), ("a", "usd")] + ([("b", "usd")] if h % 3 else [])) for h in range(24)]
+    offsets = np.cumsum([0] + [t.num_rows for t in hours])
+
+    def expected(hours_: list[pa.Table]) -> list[int | None]:
+        out: list[int | None] = []
+        for snapshot, hour, offset in zip(snapshots, hours_, offsets[:-1], strict=True):
+            out += [None if i is None else i + int(offset) for i in matching_rows(snapshot, hour).to_pylist()]
+        return out
+
+    assert daily._day_matching_rows(snapshots, hours).to_pylist() == expected(hours)
+    assert None in expected(hours)  # the hours without b/usd
+    hours[5] = table([("a", "usd"), ("b", "eur"), ("a", "usd")])  # a duplicated key: the last one wins
+    offsets = np.cumsum([0] + [t.num_rows for t in hours])
+    got = daily._day_matching_rows(snapshots, hours).to_pylist()
+    assert got == expected(hours)
+    assert got[15] == int(offsets[5]) + 2
