@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
 from cryptopipe.core.compaction import compact_day
 from cryptopipe.core.layout import (
@@ -260,3 +261,20 @@ def test_fallback_to_one_gx_run_per_hour_gives_the_same_bytes(
     (result,) = run_days(settings_for, fallback, [D1], quiet_log)
     assert result.status == "success"
     assert data_objects(shared) == data_objects(fallback)
+
+
+def test_a_bug_is_recorded_on_the_open_days_and_propagates(
+    tmp_path: Path, settings_for: Callable[..., object], quiet_log: logging.Logger, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "daily"
+    store = seed(root, [D1])
+
+    def broken(**kwargs: object) -> None:
+        raise RuntimeError("a bug in the report")
+
+    monkeypatch.setattr(daily, "build_report", broken)
+    with pytest.raises(RuntimeError, match="a bug in the report"):
+        run_days(settings_for, root, [D1], quiet_log)
+    rec = record(store, D1)
+    assert (rec["status"], rec["exit_code"]) == ("failed", 1) and "a bug in the report" in rec["message"]
+    assert not sealed_day(store, D1)
