@@ -12,7 +12,9 @@
   and transform and the hourly ingest records);
 - after that commit, one manifest per day (``manifest_daily_key``) and, in a second transaction, this run's own
   ``pipeline_runs`` rows and one ``interval_manifests`` row per interval pointing at the day manifest;
-- what an earlier hourly archive left for the day (hourly manifests, hourly archive run records) is deleted;
+- what an earlier hourly archive left for the day (hourly manifests, hourly run records) stays: manifests and run
+  records are the append-only history of what ran; the warehouse's ``interval_manifests`` rows now point at the day
+  manifest;
 - retention once per call, with the hourly rules (``apply_retention_range``).
 
 Failures: a day with a missing or malformed input fails alone and writes nothing; a warehouse error fails the
@@ -218,7 +220,6 @@ def _load_and_record(run: _Run, items: list[_Day], retention: list[date] | None)
         except PipelineError as exc:
             for item in done:
                 item.error = exc
-    _each([item for item in items if item.error is None], _drop_hourly)
 
 
 def _each(items: Sequence[_Day], work: Callable[[_Day], None]) -> None:
@@ -541,13 +542,3 @@ def _record_manifests(conn: Connection, items: list[_Day]) -> None:
             )
     upsert(conn, models.pipeline_runs, own_runs)
     upsert(conn, models.interval_manifests, records)
-
-
-def _drop_hourly(item: _Day) -> None:
-    """The day manifest supersedes an earlier hourly archive of the day: its hourly manifests and run records go."""
-    store = item.ctx.store
-    for key in store.list(f"{layout.MANIFESTS}/date={item.day:%Y-%m-%d}/"):
-        store.delete(key)
-    for key in item.run_keys:
-        if key.endswith("/archive.json"):
-            store.delete(key)

@@ -55,7 +55,6 @@ from cryptopipe.core.layout import (
 )
 from cryptopipe.core.schema import SNAPSHOT_SCHEMA
 from cryptopipe.core.stage import (
-    RUNS,
     ObjectRef,
     StageContext,
     StageResult,
@@ -430,11 +429,9 @@ def _delete_day_objects(ctx: StageContext, day: date) -> None:
 
 
 def _delete_hourly(store: ObjectStore, day: date) -> None:
-    """What an earlier hourly run left for the day: the day objects supersede it."""
+    """What an earlier hourly run left for the day: the day objects supersede it. Its hourly run records stay (the
+    history of what ran; runs/ is append-only)."""
     partition = f"date={day:%Y-%m-%d}/"
     for prefix in (f"{INDICATORS}/{partition}", f"{ALERTS}/{partition}", f"{REPORTS}/{partition}"):
         for key in store.list(prefix):
-            store.delete(key)
-    for key in store.list(f"{RUNS}/{partition}"):
-        if key.endswith(f"/{STAGE}.json") and "/hour=" in key:
             store.delete(key)

@@ -50,7 +50,6 @@ from cryptopipe.core.layout import (
 )
 from cryptopipe.core.schema import QUARANTINE_SCHEMA, SNAPSHOT_SCHEMA
 from cryptopipe.core.stage import (
-    RUNS,
     ObjectRef,
     StageContext,
     StageResult,
@@ -458,11 +457,9 @@ def _drop_day_data(ctx: StageContext, day: date, *, diagnostics: bool) -> None:
 
 def _drop_hourly(ctx: StageContext, day: date) -> None:
     """A daily run supersedes what an earlier hourly run of this stage left for the day: its hourly validated and
-    quarantine partitions, quality reports and Data Docs, and its hourly run records."""
+    quarantine partitions, quality reports and Data Docs. Its hourly run records stay: they are the history of what
+    ran (runs/ is append-only, docs/architecture.md), and nothing reads them as current on a sealed day."""
     part = _partition_day(day)
     for prefix in (f"{VALIDATED}/{part}", f"{QUARANTINE}/{part}", f"{QUALITY}/{part}"):
         for key in ctx.store.list(prefix):
-            ctx.delete(key)
-    for key in ctx.store.list(f"{RUNS}/{part}"):
-        if key.endswith(f"/{STAGE}.json"):
             ctx.delete(key)

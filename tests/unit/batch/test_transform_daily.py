@@ -244,7 +244,8 @@ def test_previous_hourly_run_of_a_day_is_superseded(
     assert results[0].status == "success"
     for prefix in ("analytics/indicators/", "alerts/", "reports/"):
         assert not store.list(f"{prefix}date={DAYS[0]}/"), prefix
-    assert not [k for k in store.list(f"runs/date={DAYS[0]}/") if k.endswith("/transform.json")]
+    # run records are append-only history: the hourly ones of both stages stay
+    assert [k for k in store.list(f"runs/date={DAYS[0]}/") if k.endswith("/transform.json")]
     assert store.exists(run_record_key(first, "validate"))
     assert store.exists(indicators_daily_key(DAYS[0]))
 

@@ -224,13 +224,15 @@ def test_a_day_run_hourly_before_keeps_no_hourly_objects(
     hourly_then_compact(settings_for, root, [D1], quiet_log)
     assert store.exists(validated_key(H1[0])) and store.exists(quarantine_key(H1[1]))
     other = run_record_key(H1[0], "transform")
-    store.put(other, b"{}")  # another stage's hourly record is not validate's to delete
+    store.put(other, b"{}")
     before = store.get(validated_daily_key(D1))
 
     (result,) = run_days(settings_for, root, [D1], quiet_log)
     assert result.status == "success"
-    left = sorted(k for k in files(root) if "/hour=" in k)
-    assert left == sorted([other, *(staging_key(iv) for iv in H1)])
+    # data objects of the hours are gone; run records stay (append-only history of what ran)
+    left = sorted(k for k in files(root) if "/hour=" in k and not k.startswith("runs/"))
+    assert left == sorted(staging_key(iv) for iv in H1)
+    assert store.exists(other) and store.exists(run_record_key(H1[0], "validate"))
     assert store.get(validated_daily_key(D1)) == before
 
 
