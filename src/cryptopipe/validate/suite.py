@@ -79,6 +79,8 @@ def coins_asked(settings: Settings, table: pa.Table, currency: str) -> int:
     the top N and is counted once; an explicit id that is absent counts as asked (and missing).
     """
     top_n = settings.coins.top_n
+    if not settings.coins.ids:  # nothing explicit to de-duplicate against the top N (the common case: no scan)
+        return top_n
     in_top: set[str] = set()
     if top_n and {"coin_id", "vs_currency", "market_cap_rank"} <= set(table.column_names):
         try:
