@@ -148,3 +148,30 @@ def test_ingest_storage_calls_are_granted(recorder: Recorder, monkeypatch: pytes
 def test_the_check_catches_a_call_outside_the_role() -> None:
     calls = {"transform": {("datalake", "write", "validated/market_snapshots/date=2026-11-22/hour=00/x.parquet")}}
     assert _denied(calls) == ["transform: write datalake:validated/market_snapshots/date=2026-11-22/hour=00/x.parquet"]
+
+
+def test_daily_layout_storage_calls_are_granted(recorder: Recorder, tmp_path: Path) -> None:
+    """`run --batch --daily` per stage: over days an hourly run wrote first (the daily run deletes what it
+    supersedes), a rerun, a day failing validate's gate (its compaction removed) and a refused hourly run."""
+    days = intervals(72, DAY)
+    store = FileStore(tmp_path / "datalake")
+    for interval in days:
+        write_table(store, staging_key(interval), staging(interval))
+        store.put(raw_page_key(interval, "usd", 1), b"{}")
+    span = ["--start", days[0].start.isoformat(), "--end", days[-1].end.isoformat(), "--batch"]
+    first_day = ["run", "--start", days[0].start.isoformat(), "--end", days[23].end.isoformat(), "--batch"]
+    assert main([*first_day, "--stages", "validate,transform,archive"]) == 0  # hourly objects, not recorded
+    for _attempt in range(2):  # a rerun replaces what the first run wrote
+        for stage in ("validate", "transform"):
+            assert recorder.run(stage, ["run", *span, "--daily", "--stages", stage]) == 0, stage
+    assert recorder.run("archive", ["run", *span, "--daily", "--stages", "archive"]) == 0  # retention sweeps
+    # retention (1 working day) left the last day's staging only: fail that day's gate
+    write_table(store, staging_key(days[60]), edit(staging(days[60]), 2, price=-1.0))
+    last_day = ["run", "--start", days[48].start.isoformat(), "--end", days[-1].end.isoformat(), "--batch"]
+    assert recorder.run("archive", [*last_day, "--daily", "--stages", "archive"]) == 0  # a rerun
+    assert recorder.run("validate", [*last_day, "--daily", "--stages", "validate"]) == 3
+    assert recorder.run("transform", ["transform", *_interval_args(days[30])]) == 2  # refused: a sealed day
+    assert any(kind == "delete" for _, kind, _ in recorder.calls["transform"])  # the hourly objects superseded
+    assert any(kind == "delete" for _, kind, _ in recorder.calls["validate"])
+    denied = _denied(recorder.calls)
+    assert denied == [], "\n".join(denied)

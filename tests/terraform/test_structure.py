@@ -51,14 +51,14 @@ EXPECTED_ACCESS: dict[str, dict[str, dict[str, list[str]]]] = {
     "ingest": {"datalake": {"read": ["raw/"], "write": ["raw/", "staging/", "runs/"], "delete": []}},
     "validate": {
         "datalake": {
-            "read": ["staging/", "validated/", "quality/", "runs/daily/"],
+            "read": ["staging/", "validated/", "quarantine/", "quality/", "runs/daily/"],
             "write": ["validated/", "quarantine/", "quality/", "runs/"],
             "delete": ["validated/", "quarantine/", "quality/"],
         }
     },
     "transform": {
         "datalake": {
-            "read": ["validated/", "quality/", "runs/daily/"],
+            "read": ["validated/", "quality/", "analytics/indicators/", "alerts/", "reports/", "runs/daily/"],
             "write": ["validated/market_snapshots_daily/", "analytics/", "alerts/", "reports/", "runs/"],
             "delete": ["analytics/indicators/", "alerts/", "reports/"],
         }

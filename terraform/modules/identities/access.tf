@@ -8,7 +8,8 @@
 #   and the day's compaction (rebuilt by the next transform, which writes validated/market_snapshots_daily/).
 # - The daily layout of backfills (`run --batch --daily`): a day's run replaces the hourly objects an earlier hourly
 #   run left for that day (validate: validated/quarantine/quality, transform: analytics/indicators/, alerts/,
-#   reports/); validate, transform and archive read runs/daily/ to refuse an hourly run on a day written daily.
+#   reports/), which it lists first (listing needs the read grant of the prefix); validate, transform and archive
+#   read runs/daily/ to refuse an hourly run on a day written daily.
 # - Archive deletes only in the working prefixes (retention.working_days); never manifests/, runs/ nor anything
 #   in the archive bucket.
 # tests/security/test_storage_access_matches_iam.py runs the stages and checks every storage call against this.
@@ -25,14 +26,14 @@ locals {
     }
     validate = {
       datalake = {
-        read   = ["staging/", "validated/", "quality/", "runs/daily/"]
+        read   = ["staging/", "validated/", "quarantine/", "quality/", "runs/daily/"]
         write  = ["validated/", "quarantine/", "quality/", "runs/"]
         delete = ["validated/", "quarantine/", "quality/"]
       }
     }
     transform = {
       datalake = {
-        read   = ["validated/", "quality/", "runs/daily/"]
+        read   = ["validated/", "quality/", "analytics/indicators/", "alerts/", "reports/", "runs/daily/"]
         write  = ["validated/market_snapshots_daily/", "analytics/", "alerts/", "reports/", "runs/"]
         delete = ["analytics/indicators/", "alerts/", "reports/"]
       }
