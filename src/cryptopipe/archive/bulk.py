@@ -46,6 +46,7 @@ TS_TYPE = pa.timestamp("us", tz="UTC")
 DELETE_BATCH = 500  # interval starts per DELETE statement (SQLite's bound-parameter limit)
 CSV_BATCH_ROWS = 65_536  # rows per CSV block sent to COPY: bounded memory for a year in one call
 ALIAS = "cryptopipe_bulk"  # schema name of the attached scratch database (SQLite)
+PAGE_CACHE_KIB = 256 * 1024  # SQLite page cache while copying from the scratch database
 
 
 def replace_intervals(
@@ -252,17 +253,37 @@ def _load_sqlite(conn: Connection, rows: Mapping[str, pa.Table]) -> dict[str, in
     loaded: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="cryptopipe-bulk-") as tmp:
         path = Path(tmp) / "rows.db"
-        # One ADBC transaction for all tables (measured faster than autocommit with journal and fsync off).
-        with adbc_sqlite.connect(str(path)) as scratch, scratch.cursor() as cursor:
+        # A throwaway file: no journal, no fsync (a day's commit otherwise costs more than its ingest), one
+        # transaction (pragmas cannot change inside ADBC's own, hence autocommit and an explicit BEGIN).
+        with adbc_sqlite.connect(str(path), autocommit=True) as scratch, scratch.cursor() as cursor:
+            cursor.execute("PRAGMA synchronous = OFF")
+            cursor.execute("PRAGMA journal_mode = OFF")
+            cursor.fetchall()
+            cursor.execute("BEGIN")
             for name, table in rows.items():
                 cursor.adbc_ingest(name, _sqlite_values(table), mode="create")
-            scratch.commit()
+            cursor.execute("COMMIT")
         conn.exec_driver_sql(f"ATTACH DATABASE ? AS {alias}", (str(path),))
-        for name, table in rows.items():
-            source = f"{alias}.{conn.dialect.identifier_preparer.quote(name)}"
-            conn.exec_driver_sql(_upsert_sql(conn, TABLES[name], table.column_names, source, ordered=True))
-            loaded[name] = table.num_rows
+        with _page_cache(conn):
+            for name, table in rows.items():
+                source = f"{alias}.{conn.dialect.identifier_preparer.quote(name)}"
+                conn.exec_driver_sql(_upsert_sql(conn, TABLES[name], table.column_names, source, ordered=True))
+                loaded[name] = table.num_rows
     return loaded
+
+
+@contextmanager
+def _page_cache(conn: Connection) -> Iterator[None]:
+    """A larger page cache for the copy (the year's indexes outgrow SQLite's 2 MB default: measured 20 % faster),
+    the connection's own setting restored after it."""
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, sqlite3.Connection)
+    (before,) = driver.execute("PRAGMA main.cache_size").fetchone()
+    driver.execute(f"PRAGMA main.cache_size = {-PAGE_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        driver.execute(f"PRAGMA main.cache_size = {int(before)}")
 
 
 def _sqlite_values(table: pa.Table) -> pa.Table:
@@ -270,12 +291,21 @@ def _sqlite_values(table: pa.Table) -> pa.Table:
     columns = []
     for column in table.columns:
         if pa.types.is_timestamp(column.type):
-            columns.append(pc.strftime(column, format=TS_TEXT))
+            columns.append(_timestamp_text(column))
         elif pa.types.is_boolean(column.type):
             columns.append(column.cast(pa.int64()))
         else:
             columns.append(column)
     return pa.table(columns, names=table.column_names)
+
+
+def _timestamp_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    # Arrow's strftime costs ~1 us a value: a column of few distinct times (snapshot_time, interval_start: one
+    # per hour) is formatted once per distinct time.
+    distinct = pc.unique(column)
+    if len(distinct) * 4 > len(column):
+        return pc.strftime(column, format=TS_TEXT)
+    return pc.take(pc.strftime(distinct, format=TS_TEXT), pc.index_in(column, distinct))
 
 
 def _free_alias(conn: Connection) -> str:

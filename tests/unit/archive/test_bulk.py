@@ -77,7 +77,8 @@ def snapshots(starts: list[datetime], coins: list[str], seed: int, *, optional: 
         table = table.append_column("symbol", pa.array([TEXTS[i % len(TEXTS)] for i in range(n)]))
         table = table.append_column("name", pa.array([None if i % 3 else TEXTS[i % len(TEXTS)] for i in range(n)]))
         table = table.append_column("max_supply", pa.array(doubles(rng, n), pa.float32()))  # widened exactly
-        last = [None if i % 4 == 0 else t - timedelta(minutes=3) for i, t in enumerate(rows["snapshot_time"])]
+        # few distinct values (formatted once per value on SQLite), nulls among them
+        last = [None if i % 4 == 0 else s + timedelta(minutes=57) for i, s in enumerate(rows["interval_start"])]
         table = table.append_column("last_updated", pa.array(last, pa.timestamp("ms", tz="UTC")))
     return table
 
