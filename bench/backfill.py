@@ -1,6 +1,10 @@
 """Benchmark 3: backfill throughput of one year, hourly, 250 coins (~2.2M rows) through validate/transform/archive.
 
-How the year is pushed through: the range mode (``cryptopipe run --start --end --batch``, docs/batch.md): each stage
+How the year is pushed through: ``LAYOUT`` "daily" (default) runs ``cryptopipe run --start --end --batch --daily``
+(docs/batch.md, daily layout): each stage's ``run_days`` over the 365 days, one object per day per dataset (the
+daily compaction as validated data, the day's indicators, one report, manifest and run record per day) and the
+warehouse loaded in bulk. ``CRYPTOPIPE_BENCH_BACKFILL_LAYOUT=hourly`` measures the hourly layout of range mode
+instead: the range mode (``cryptopipe run --start --end --batch``, docs/batch.md): each stage
 runs once over all 8760 intervals through its ``run_range`` (one GX run per chunk of intervals, one indicator pass
 over the whole window, one warehouse transaction per day), writing per interval exactly the objects a per-interval
 run writes. Data: the generator's year as **staging** partitions (what ingest leaves), one per hour, no history
@@ -36,6 +40,7 @@ PER_INTERVAL_PROJECTED_S = 18_300
 FLOOR_SAMPLE_HOURS = 7 * 24  # a week of the year's rows for the insert floors
 WORKERS = os.cpu_count() or 1  # `run --batch --workers`: validate and transform use every core
 STAGING_VERSION = 1  # bump when the staging year's layout changes: invalidates the cache
+LAYOUT = os.environ.get("CRYPTOPIPE_BENCH_BACKFILL_LAYOUT", "daily")  # "daily" or "hourly" (range mode's layouts)
 
 
 def _staging_year(cfg: BenchConfig, days: int) -> tuple[Path, int, Any]:
@@ -149,7 +154,8 @@ def run(cfg: BenchConfig) -> Result:
     result.tables["where the time goes (bulk step: wall time summed over worker processes)"] = phase_rows
     sample_hours = min(hours, FLOOR_SAMPLE_HOURS)
     # the range's last week: still in the work store after archive's retention pruned the older working data
-    sample = _warehouse_rows(work, first + timedelta(hours=hours - sample_hours), sample_hours)
+    sample_first = first + timedelta(hours=hours - sample_hours)
+    sample = (_warehouse_rows_daily if LAYOUT == "daily" else _warehouse_rows)(work, sample_first, sample_hours)
     year_rows = {"market_snapshots": rows, "indicators": rows}  # one row per staging row and table (upper bound)
     floors: dict[str, float] = {}
     floor_rows = []
@@ -169,7 +175,7 @@ def run(cfg: BenchConfig) -> Result:
     result.tables["warehouse insert floor (the year's last week tiled to a year, timed inserts only)"] = floor_rows
     result.runs = 1
     result.data = {
-        "mode": "range",
+        "mode": f"range, {LAYOUT} layout",
         "workers": WORKERS,
         "coins": cfg.coins,
         "hours": hours,
@@ -187,24 +193,30 @@ def run(cfg: BenchConfig) -> Result:
             "s",
             total < TARGET_SECONDS and hours >= YEAR_HOURS,
             baseline=PER_INTERVAL_PROJECTED_S,
-            note=f"range mode, {hours} h measured end to end (no extrapolation), stages in sequence; baseline: "
-            f"per-interval stages, projected {PER_INTERVAL_PROJECTED_S:,} s"
+            note=f"range mode, {LAYOUT} layout, {hours} h measured end to end (no extrapolation), stages in "
+            f"sequence; baseline: per-interval stages, projected {PER_INTERVAL_PROJECTED_S:,} s"
             + (f"; previous run of this benchmark {previous:,.0f} s" if previous else ""),
         )
     ]
     slowest = max(stage_rows, key=lambda r: r["wall_s"])
-    result.notes.append(
-        f"Slowest stage: {slowest['stage']} ({slowest['wall_s']} s for {hours} intervals). Range mode writes every "
-        "interval's objects (validated, quarantine, report, indicators, alerts, manifest, run records): the cost "
-        "left is per-interval object I/O and serialisation, see docs/batch.md."
+    layout_note = (
+        "The daily layout writes one object per day and dataset (compaction, quarantine, quality report, "
+        "indicators, alerts, report page, manifest, run records) and loads the warehouse in bulk "
+        "(archive/bulk.py); what is left is the bulk steps (staging decode, GX, indicators, warehouse) and per-hour "
+        "report building, see docs/batch.md."
+        if LAYOUT == "daily"
+        else "Range mode in the hourly layout writes every interval's objects (validated, quarantine, report, "
+        "indicators, alerts, manifest, run records): the cost left is per-interval object I/O and serialisation."
     )
+    slowest_note = f"Slowest stage: {slowest['stage']} ({slowest['wall_s']} s for {hours} intervals)."
+    result.notes.append(f"{slowest_note} {layout_note}")
     load = next((row["bulk_step_wall_s_summed"] for row in phase_rows if row["stage"] == "archive"), None)
     result.notes.append(
         "Floors: loading the year's warehouse rows alone (market_snapshots + indicators, one row per staging row each) "
         + "; ".join(f"{db}: {sec:.0f} s" for db, sec in floors.items())
         + f" at the rates measured above, against the {TARGET_SECONDS:.0f} s target for all three stages, before any "
-        f"validation, indicator or object write. This run's own warehouse transactions (delete + upsert, values bound "
-        f"as SQLAlchemy binds them) took {load} s."
+        f"validation, indicator or object write. This run's own warehouse transactions (delete + bulk load: "
+        f"archive/bulk.py, no value bound in Python) took {load} s."
     )
     return result
 
@@ -258,6 +270,37 @@ def _warehouse_rows(work: Path, first: Any, hours: int) -> dict[str, Any]:
         )
     if not tables["indicators"]:
         raise RuntimeError(f"no interval from {first.isoformat()} has validated and indicator objects in {work}")
+    return {name: pa.concat_tables(ts, promote_options="permissive") for name, ts in tables.items()}
+
+
+def _warehouse_rows_daily(work: Path, first: Any, hours: int) -> dict[str, Any]:
+    """As ``_warehouse_rows`` from the daily layout's objects: each day's compaction and indicators, the interval
+    of a row being the hour its snapshot closes."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from cryptopipe.archive import batch as archive_batch
+    from cryptopipe.archive import stage as archive_stage
+    from cryptopipe.core.layout import days_between, indicators_daily_key, validated_daily_key
+    from cryptopipe.core.storage import FileStore
+    from cryptopipe.core.tables import read_table
+
+    def with_start(table: pa.Table) -> pa.Table:
+        times = table.column("snapshot_time")
+        hour = pa.scalar(timedelta(hours=1), pa.duration("us")).cast(pa.duration(times.type.unit))
+        return table.append_column("interval_start", pc.subtract(times, hour).cast(times.type))
+
+    store = FileStore(work)
+    tables: dict[str, list[pa.Table]] = {"market_snapshots": [], "indicators": []}
+    for day in days_between(first.date(), (first + timedelta(hours=hours - 1)).date()):
+        if not (store.exists(validated_daily_key(day)) and store.exists(indicators_daily_key(day))):
+            continue  # a day the quality gate stopped has no warehouse rows
+        validated = read_table(store, validated_daily_key(day))
+        indicators = read_table(store, indicators_daily_key(day))
+        tables["market_snapshots"].append(with_start(validated.select(archive_batch._present(validated))))
+        tables["indicators"].append(with_start(indicators.select(archive_stage.INDICATOR_COLUMNS)))
+    if not tables["indicators"]:
+        raise RuntimeError(f"no day from {first.date()} has a compaction and daily indicators in {work}")
     return {name: pa.concat_tables(ts, promote_options="permissive") for name, ts in tables.items()}
 
 
@@ -377,6 +420,35 @@ def _peak_rss_mib() -> float:
     return round(max(own, children), 1)
 
 
+def _failed_upstream_day(settings: Any, day: Any, upstream: str) -> bool:
+    from cryptopipe.core.stage import day_run_record_key
+    from cryptopipe.core.storage import open_store
+
+    data = open_store(settings.storage.uri, settings.storage).get_or_none(day_run_record_key(day, upstream))
+    return data is None or json.loads(data).get("status") == "failed"
+
+
+DAY_PHASE_METRICS = {"validate": "batch_gx_seconds", "archive": "warehouse_seconds"}
+
+
+def _day_phases(settings: Any, stage: str) -> dict[str, float]:
+    """The daily layout's bulk step from the day run records (validate: GX over the rows, shared by the days of a
+    chunk and divided by ``batch_days``; archive: the warehouse transactions)."""
+    from cryptopipe.core.stage import RUNS
+    from cryptopipe.core.storage import open_store
+
+    metric = DAY_PHASE_METRICS.get(stage)
+    if metric is None:
+        return {}
+    store = open_store(settings.storage.uri, settings.storage)
+    total = 0.0
+    for key in store.list(f"{RUNS}/daily/"):
+        if key.endswith(f"/{stage}.json"):
+            metrics = json.loads(store.get(key)).get("metrics", {})
+            total += metrics.get(metric, 0.0) / max(1, metrics.get("batch_days", 1))
+    return {metric.removeprefix("batch_"): round(total, 2)}
+
+
 def _failed_upstream(settings: Any, interval: Any, upstream: str) -> bool:
     from cryptopipe.core.stage import run_record_key
     from cryptopipe.core.storage import open_store
@@ -393,8 +465,8 @@ def main(argv: list[str]) -> int:
 
     from bench.common import quiet_logger
     from cryptopipe.core.config import load_settings
-    from cryptopipe.core.layout import HOUR, Interval
-    from cryptopipe.runner import run_pipeline_batch
+    from cryptopipe.core.layout import HOUR, Interval, day_intervals, whole_days
+    from cryptopipe.runner import run_pipeline_batch, run_pipeline_daily
 
     settings = load_settings()
     if stage == "validate":
@@ -407,12 +479,22 @@ def main(argv: list[str]) -> int:
     imported = time.perf_counter() - began
     first = datetime.fromisoformat(start)
     intervals = [Interval.starting(first + i * HOUR) for i in range(hours)]
-    if stage != STAGES[0]:  # as `run --batch` does: an interval that failed upstream is not run downstream
-        intervals = [iv for iv in intervals if not _failed_upstream(settings, iv, STAGES[STAGES.index(stage) - 1])]
+    upstream = STAGES[STAGES.index(stage) - 1] if stage != STAGES[0] else None
+    if LAYOUT == "daily":
+        days = whole_days(intervals)
+        if upstream:  # as `run --batch --daily` does: a day that failed upstream is not run downstream
+            days = [d for d in days if not _failed_upstream_day(settings, d, upstream)]
+        intervals = [iv for d in days for iv in day_intervals(d)]
+    elif upstream:  # as `run --batch` does: an interval that failed upstream is not run downstream
+        intervals = [iv for iv in intervals if not _failed_upstream(settings, iv, upstream)]
     cpu, clock = _cpu_seconds(), time.perf_counter()
-    summary = run_pipeline_batch(settings, intervals, [stage], quiet_logger(), workers=WORKERS)
+    if LAYOUT == "daily":
+        summary = run_pipeline_daily(settings, intervals, [stage], quiet_logger(), workers=WORKERS)
+    else:
+        summary = run_pipeline_batch(settings, intervals, [stage], quiet_logger(), workers=WORKERS)
     seconds, cpu_seconds = time.perf_counter() - clock, _cpu_seconds() - cpu
-    status = [r.status for r in summary.results]
+    per_unit = 24 if LAYOUT == "daily" else 1  # a daily result stands for the day's 24 intervals
+    status = [r.status for r in summary.results for _ in range(per_unit)]
     print(
         json.dumps(
             {
@@ -425,7 +507,7 @@ def main(argv: list[str]) -> int:
                 "skipped": status.count("skipped"),
                 "failed": status.count("failed"),
                 "peak_rss_mib": _peak_rss_mib(),
-                "phases": _phases(settings, intervals, stage),
+                "phases": _phases(settings, intervals, stage) if LAYOUT == "hourly" else _day_phases(settings, stage),
             }
         )
     )
