@@ -11,7 +11,7 @@ import logging
 import math
 import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
@@ -275,82 +275,146 @@ def day_function(name: str) -> DayFn:
     return fn
 
 
-def split_days(days: list[date], workers: int) -> list[list[date]]:
-    """At most ``workers`` contiguous parts of about the same number of days."""
-    size = math.ceil(len(days) / max(1, min(workers, len(days))))
-    return [days[i : i + size] for i in range(0, len(days), size)]
+BLOCK_DAYS = 28  # the daily layout's pipelining unit: a stage runs a block while the next stage runs the one before
 
 
-def _day_part(name: str, settings: Settings, part: list[date], level: int, secrets: list[str]) -> list[StageResult]:
-    """A worker process of the daily layout (see ``_range_part``)."""
-    for secret in secrets:
-        register_secret(secret)
-    log = setup_logging(name, logging.getLevelName(level))
-    return _run_days(day_function(name), name, settings, part, log)
+def consecutive_days(days: list[date]) -> list[list[date]]:
+    """Runs of consecutive days: a day stopped upstream leaves a gap (transform reads one contiguous window)."""
+    segments: list[list[date]] = []
+    for day in days:
+        if segments and (day - segments[-1][-1]).days == 1:
+            segments[-1].append(day)
+        else:
+            segments.append([day])
+    return segments
 
 
 def _run_days(fn: DayFn, name: str, settings: Settings, days: list[date], log: logging.Logger) -> list[StageResult]:
-    results = fn(settings, days, log)
-    if len(results) != len(days):  # a contract breach would silently drop days from the summary
-        raise RuntimeError(f"{name}.run_days returned {len(results)} results for {len(days)} days")
+    results: list[StageResult] = []
+    for segment in consecutive_days(days):
+        got = fn(settings, segment, log)
+        if len(got) != len(segment):  # a contract breach would silently drop days from the summary
+            raise RuntimeError(f"{name}.run_days returned {len(got)} results for {len(segment)} days")
+        results.extend(got)
     return results
 
 
-def _run_day_parts(
-    fn: DayFn, name: str, settings: Settings, days: list[date], log: logging.Logger, *, workers: int
-) -> list[StageResult]:
-    parts = split_days(days, workers) if name in PARALLEL_STAGES else [days]
-    if len(parts) == 1:
-        return _run_days(fn, name, settings, days, log)
-    log.info("days split over worker processes", extra={"stage_name": name, "workers": len(parts)})
-    context = multiprocessing.get_context("spawn")  # as _run_parts: no inherited thread state
-    with ProcessPoolExecutor(len(parts), mp_context=context) as pool:
-        futures = [
-            pool.submit(_day_part, name, settings, part, log.getEffectiveLevel(), registered_secrets())
-            for part in parts
-        ]
-        return [result for future in futures for result in future.result()]
+def _day_block(name: str, settings: Settings, days: list[date], level: int, secrets: list[str]) -> list[StageResult]:
+    """A worker process of the daily layout (see ``_range_part``): one stage over one block of days."""
+    for secret in secrets:
+        register_secret(secret)
+    log = setup_logging(name, logging.getLevelName(level))
+    return _run_days(day_function(name), name, settings, days, log)
+
+
+@dataclass
+class _Pipeline:
+    """Which (stage, block) runs may start: a block of a stage needs the previous stage done on every block up to
+    it (transform's lookback reads earlier validated days); a stage that is not in PARALLEL_STAGES (archive: one
+    warehouse writer, retention in order) also needs its own previous block done."""
+
+    stages: list[str]
+    blocks: list[list[date]]
+    stopped: set[date] = field(default_factory=set)
+    done: set[tuple[int, int]] = field(default_factory=set)
+    started: set[tuple[int, int]] = field(default_factory=set)
+
+    def ready(self) -> list[tuple[int, int]]:
+        out = []
+        for s in reversed(range(len(self.stages))):  # downstream first: keeps the serial chain moving
+            for b in range(len(self.blocks)):
+                if (s, b) in self.started:
+                    continue
+                upstream = s == 0 or all((s - 1, u) in self.done for u in range(b + 1))
+                serial = self.stages[s] in PARALLEL_STAGES or b == 0 or (s, b - 1) in self.done
+                if upstream and serial:
+                    out.append((s, b))
+        return out
+
+    def todo(self, block: int) -> list[date]:
+        return [day for day in self.blocks[block] if day not in self.stopped]
+
+
+def _run_daily_stages(
+    settings: Settings, days: list[date], stages: list[str], log: logging.Logger, *, workers: int, summary: RunSummary
+) -> set[date]:
+    """validate/transform/archive over the days: in this process (workers == 1), else pipelined over ``workers``
+    processes in blocks of BLOCK_DAYS (a stage's block runs while the next stage runs the block before)."""
+    fns = {name: day_function(name) for name in stages}
+    pipe = _Pipeline(stages, [days[i : i + BLOCK_DAYS] for i in range(0, len(days), BLOCK_DAYS)])
+    results: dict[tuple[int, int], list[StageResult]] = {}
+
+    def record(key: tuple[int, int], got: list[StageResult]) -> None:
+        results[key] = got
+        pipe.done.add(key)
+        for result in got:
+            if result.status == "failed":
+                pipe.stopped.add(parse_utc(result.interval_start, "run record").date())
+
+    if workers <= 1:
+        for s, name in enumerate(stages):
+            for b in range(len(pipe.blocks)):
+                record((s, b), _run_days(fns[name], name, settings, pipe.todo(b), log))
+    else:
+        context = multiprocessing.get_context("spawn")  # as _run_parts: no inherited thread state
+        level, secrets = log.getEffectiveLevel(), registered_secrets()
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            running: dict[Future[list[StageResult]], tuple[int, int]] = {}
+            while len(pipe.done) < len(stages) * len(pipe.blocks):
+                for key in pipe.ready()[: max(0, workers - len(running))]:
+                    pipe.started.add(key)
+                    todo = pipe.todo(key[1])
+                    if not todo:
+                        record(key, [])
+                        continue
+                    running[pool.submit(_day_block, stages[key[0]], settings, todo, level, secrets)] = key
+                if running:
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        record(running.pop(future), future.result())
+    for s, name in enumerate(stages):
+        summary.daily_stages.add(name)
+        for b in range(len(pipe.blocks)):
+            for result in results.get((s, b), []):
+                summary.results.append(result)
+                if result.status == "failed":
+                    day_start_hour = Interval.starting(parse_utc(result.interval_start, "run record"))
+                    summary.failures.append((day_start_hour, name, _error_of(result)))
+    return pipe.stopped
 
 
 def run_pipeline_daily(
     settings: Settings, intervals: list[Interval], stages: list[str], log: logging.Logger, *, workers: int = 1
 ) -> RunSummary:
     """Range mode in the daily layout: whole UTC days, one object per day per dataset (docs/batch.md). Ingest, if
-    asked for, runs per interval first; validate, transform and archive each run once over the days (``run_days``).
-    A day that fails a stage (any of its hours) is left out of the later stages; the other days go on."""
+    asked for, runs per interval first; validate, transform and archive run over the days (``run_days``), with
+    ``workers`` > 1 pipelined over that many processes. A day that fails a stage (any of its hours) is left out of
+    the later stages; the other days go on."""
     from cryptopipe.cli import load_stage
 
     if not 1 <= workers <= MAX_WORKERS:
         raise ConfigError(f"--workers {workers}: must be between 1 and {MAX_WORKERS}")
     days = whole_days(intervals)
     functions = {name: load_stage(name) for name in stages}  # fail fast on a missing extra
-    day_fns = {name: day_function(name) for name in stages if name != "ingest"}
+    daily = [name for name in stages if name != "ingest"]
+    for name in daily:
+        day_function(name)
     store, _ = open_stores(settings.storage)
     summary = RunSummary(storage_uri=store.uri, batch=True)
     stopped: set[date] = set()
-    for name in stages:
-        todo = [day for day in days if day not in stopped]
-        if not todo:
-            break
-        if name == "ingest":
-            for interval in (iv for day in todo for iv in day_intervals(day)):
-                if interval.start.date() in stopped:
-                    continue
-                try:
-                    summary.results.append(execute_stage(name, functions[name], settings, interval, log))
-                except PipelineError as exc:
-                    stopped.add(interval.start.date())
-                    summary.failures.append((interval, name, exc))
-            continue
-        log.info("stage runs over days", extra={"stage_name": name, "days": len(todo)})
-        summary.daily_stages.add(name)
-        for day, result in zip(todo, _run_day_parts(day_fns[name], name, settings, todo, log, workers=workers),
-                               strict=True):  # fmt: skip
-            summary.results.append(result)
-            if result.status == "failed":
-                stopped.add(day)
-                summary.failures.append((Interval.starting(parse_utc(result.interval_start, "run record")),
-                                         name, _error_of(result)))  # fmt: skip
+    if "ingest" in stages:
+        for interval in (iv for day in days for iv in day_intervals(day)):
+            if interval.start.date() in stopped:
+                continue
+            try:
+                summary.results.append(execute_stage("ingest", functions["ingest"], settings, interval, log))
+            except PipelineError as exc:
+                stopped.add(interval.start.date())
+                summary.failures.append((interval, "ingest", exc))
+    todo = [day for day in days if day not in stopped]
+    if daily and todo:
+        log.info("stages run over days", extra={"stages": daily, "days": len(todo), "workers": workers})
+        _run_daily_stages(settings, todo, daily, log, workers=workers, summary=summary)
     summary.failures.sort(key=lambda f: (f[0].start, stages.index(f[1])))
     return summary
 

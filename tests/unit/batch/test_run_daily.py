@@ -13,7 +13,7 @@ from cryptopipe.core.layout import staging_key
 from cryptopipe.core.stage import day_run_record_key, sealed_day
 from cryptopipe.core.storage import FileStore
 from cryptopipe.core.tables import write_table
-from tests.unit.batch.helpers import intervals, staging
+from tests.unit.batch.helpers import data_objects, edit, intervals, staging
 
 DAY = intervals(48)
 RANGE = ["--start", DAY[0].start.isoformat(), "--end", DAY[-1].end.isoformat()]
@@ -78,3 +78,47 @@ def test_hourly_runs_are_refused_on_a_day_written_in_the_daily_layout(
     assert not sealed_day(store, DAY[0].start.date())
     assert main(["run", *RANGE, "--stages", "validate", "--batch"]) == 0
     assert len(store.list("validated/market_snapshots/")) == 48
+
+
+def test_daily_run_pipelined_over_workers_equals_one_process_and_stops_only_the_failed_day(
+    tmp_path: Path,
+    settings_for: Callable[..., object],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three days, the middle one failing validate's gate: one process vs two pipelined processes (blocks of one
+    day, so transform and archive of a block run while the next block is validated) leave the same data objects
+    and the same warehouse rows; the failed day is in no later stage, the days around it go through."""
+    import sqlite3
+
+    from cryptopipe import runner
+
+    monkeypatch.setattr(runner, "BLOCK_DAYS", 1)
+    hours = intervals(72)
+    bad = hours[30]
+    span = ["--start", hours[0].start.isoformat(), "--end", hours[-1].end.isoformat()]
+    roots = {1: tmp_path / "one", 2: tmp_path / "two"}
+    for workers, root in roots.items():
+        store = FileStore(root)
+        for interval in hours:
+            table = staging(interval)
+            write_table(store, staging_key(interval), edit(table, 3, price=-1.0) if interval == bad else table)
+        settings_for(root, transform__chart_top_n="0")
+        assert main(["run", *span, *STAGES, "--batch", "--daily", "--workers", str(workers)]) == 3
+        out = _said(capsys)
+        assert "validate  days=3" in out and "transform days=2" in out and "archive   days=2" in out, out
+        assert f"FAILED day {bad.start.date()} at validate (exit 3)" in out
+    one, two = (data_objects(root, docs=False) for root in roots.values())
+    assert set(one) == set(two)
+    for key, data in one.items():
+        if not key.startswith(("alerts/", "quality/")):  # these name their own root in URLs
+            assert two[key] == data, key
+    bad_day = bad.start.date()
+    assert not [k for k in one if f"date={bad_day}" in k and not k.startswith(("staging/", "quality/", "quarantine/"))]
+    tables = ("market_snapshots", "indicators", "anomalies")
+    rows = {}
+    for workers, root in roots.items():
+        with sqlite3.connect(root.parent / f"{root.name}.db") as db:
+            rows[workers] = {t: sorted(db.execute(f"SELECT * FROM {t}").fetchall()) for t in tables}
+    assert rows[1] == rows[2]
+    assert len(rows[1]["market_snapshots"]) == 48 * 20  # two days of 20 coins
