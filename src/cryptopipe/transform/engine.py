@@ -22,7 +22,9 @@ the fill) are applied per snapshot: ``seg = max(last unfillable hour + 1, first 
 
 from __future__ import annotations
 
+import itertools
 import math
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -44,25 +46,27 @@ CHUNK = 256
 MAX_FILL_HOURS = 6  # the grid's forward-fill limit
 FILL_EDGE = MAX_FILL_HOURS + 2  # snapshots per block of the direct window loops (keeps the working set in cache)
 
-# Accumulator rows: (input, decay). Inputs: 0 = price (NaN as 0), 1 = gain, 2 = loss of the hourly change.
+# Accumulator rows: (name, decay), in the order one recursion step adds their inputs: six take the price (NaN as
+# 0), then (gain, loss) of the hourly change twice: Wilder's averages, then prefix sums (decay 1.0).
 _EMA_DECAY = {name: 1.0 - 2.0 / (n + 1) for name, n in WINDOWS.items()}
 _FAST_A, _SLOW_A, _SIG_A = 2.0 / (MACD_FAST + 1), 2.0 / (MACD_SLOW + 1), 2.0 / (MACD_SIGNAL + 1)
 _WILDER = (RSI_PERIOD - 1) / RSI_PERIOD
-_ROWS: list[tuple[str, int, float]] = [
-    ("C", 0, 1.0),  # prefix sum of prices
-    ("G7d", 0, _EMA_DECAY["7d"]),
-    ("G30d", 0, _EMA_DECAY["30d"]),
-    ("G90d", 0, _EMA_DECAY["90d"]),
-    ("Gfast", 0, 1.0 - _FAST_A),
-    ("Gslow", 0, 1.0 - _SLOW_A),
-    ("CG", 1, 1.0),  # prefix sums of gains / losses (RSI seeds)
-    ("GG", 1, _WILDER),
-    ("CL", 2, 1.0),
-    ("GL", 2, _WILDER),
+_ROWS: list[tuple[str, float]] = [
+    ("G7d", _EMA_DECAY["7d"]),
+    ("G30d", _EMA_DECAY["30d"]),
+    ("G90d", _EMA_DECAY["90d"]),
+    ("Gfast", 1.0 - _FAST_A),
+    ("Gslow", 1.0 - _SLOW_A),
+    ("C", 1.0),  # prefix sum of prices
+    ("GG", _WILDER),  # Wilder averages of gains / losses (RSI)
+    ("GL", _WILDER),
+    ("CG", 1.0),  # prefix sums of gains / losses (RSI seeds)
+    ("CL", 1.0),
 ]
-_ROW = {name: i for i, (name, _, _) in enumerate(_ROWS)}
-_PRICE_ROWS, _GAIN_ROWS, _LOSS_ROWS = slice(0, 6), slice(6, 8), slice(8, 10)
-_DECAYS = np.array([d for _, _, d in _ROWS])[:, None]
+_ROW = {name: r for r, (name, _) in enumerate(_ROWS)}
+_PRICE_ROWS = 6
+_DECAYS = np.array([d for _, d in _ROWS])[:, None]
+ACC_GROUP = 4  # anchors accumulated side by side: wider numpy calls, ~70 MB per anchor of ~2,424 hours x 250 series
 
 
 @lru_cache(maxsize=64)
@@ -139,29 +143,82 @@ def _anchored_inputs(p: Prepared, anchor: int) -> np.ndarray:
     return np.stack([np.nan_to_num(x, nan=0.0), np.where(d > 0, d, 0.0), np.where(d < 0, -d, 0.0)])
 
 
-def _accumulate(p: Prepared, anchor: int, last: int) -> tuple[np.ndarray, np.ndarray]:
-    """Accumulators from ``anchor`` to ``last``: acc[i + 1] is the value at hour anchor + i, acc[0] = 0."""
-    steps = last - anchor + 1
+@dataclass(frozen=True)
+class Accumulators:
+    """One anchor's accumulators: ``series[name][i + 1]`` is the value at hour anchor + i, ``[0]`` = 0; ``h``: MACD
+    signal's, indexed alike."""
+
+    series: dict[str, np.ndarray]  # name -> [steps + 1, S]
+    h: np.ndarray  # [steps + 1, S]
+
+
+def _accumulate(p: Prepared, anchors: list[int], lasts: list[int]) -> list[Accumulators]:
+    """Accumulators of each anchor from ``anchors[j]`` to ``lasts[j]``, the anchors side by side along the series axis.
+
+    Why side by side: each recursion step is a numpy call on (rows x series), and with one anchor at a time per-call
+    overhead dominated (~2,424 steps per anchor). Every element still gets exactly ``decay * acc + input`` per step
+    from the same values as alone, so the bits do not depend on which anchors share a call; the columns of a shorter
+    anchor run on past its last hour (zero input) and are cut off.
+    """
     width = p.x.shape[1]
-    inputs = np.empty((steps, len(_ROWS), width))
-    inputs[:, _PRICE_ROWS] = p.xz[anchor : last + 1, None, :]
-    inputs[:, _GAIN_ROWS] = p.gain[anchor : last + 1, None, :]
-    inputs[:, _LOSS_ROWS] = p.loss[anchor : last + 1, None, :]
-    edge = _anchored_inputs(p, anchor)[:, :steps]
-    inputs[: edge.shape[1], _PRICE_ROWS] = edge[0][:, None, :]
-    inputs[: edge.shape[1], _GAIN_ROWS] = edge[1][:, None, :]
-    inputs[: edge.shape[1], _LOSS_ROWS] = edge[2][:, None, :]
-    acc = np.zeros((steps + 1, len(_ROWS), width))
-    for i in range(steps):  # acc = decay * acc + input, row by row (the same operations in every batch)
-        np.multiply(acc[i], _DECAYS, out=acc[i + 1])
-        np.add(acc[i + 1], inputs[i], out=acc[i + 1])
-    # MACD signal accumulator: H(t) = (1-c) H(t-1) + a_f Gfast(t) - a_s Gslow(t)
-    macd_core = _FAST_A * acc[:, _ROW["Gfast"]] - _SLOW_A * acc[:, _ROW["Gslow"]]
-    h = np.zeros((steps + 1, width))
-    for i in range(steps):
-        np.multiply(h[i], 1.0 - _SIG_A, out=h[i + 1])
-        np.add(h[i + 1], macd_core[i + 1], out=h[i + 1])
-    return acc, h
+    steps = [last - anchor + 1 for anchor, last in zip(anchors, lasts, strict=True)]
+    inputs = _stacked_inputs(p, anchors, steps)  # [max steps + 1, (price, gain, loss), anchors * S], step 0 is 0
+    acc = _scratch("acc", (inputs.shape[0], len(_ROWS), inputs.shape[2]))
+    acc[0] = 0.0
+    prices = acc[:, :_PRICE_ROWS]
+    changes = acc[:, _PRICE_ROWS:].reshape(acc.shape[0], 2, 2, acc.shape[2])  # [[GG, GL], [CG, CL]] += (gain, loss)
+    assert np.shares_memory(changes, acc)  # a view: the in-place adds below must land in acc
+    for prev, cur, price, change, x in zip(acc[:-1], acc[1:], prices[1:], changes[1:], inputs[1:], strict=True):
+        np.multiply(prev, _DECAYS, out=cur)  # acc = decay * acc + input (the same operations in every batch)
+        np.add(price, x[0], out=price)
+        np.add(change, x[1:], out=change)
+    # MACD signal accumulator: H(t) = (1-c) H(t-1) + a_f Gfast(t) - a_s Gslow(t); h holds the input until its step
+    h, slow = _scratch("h", (acc.shape[0], acc.shape[2])), _scratch("slow", (acc.shape[0], acc.shape[2]))
+    np.multiply(acc[:, _ROW["Gfast"]], _FAST_A, out=h)
+    np.multiply(acc[:, _ROW["Gslow"]], _SLOW_A, out=slow)
+    np.subtract(h, slow, out=h)
+    h[0] = 0.0
+    decayed = slow[0]
+    for prev, cur in itertools.pairwise(h):
+        np.multiply(prev, 1.0 - _SIG_A, out=decayed)
+        np.add(cur, decayed, out=cur)
+    out = []
+    for j, n in enumerate(steps):
+        cols = slice(j * width, (j + 1) * width)
+        out.append(Accumulators({name: acc[: n + 1, r, cols] for name, r in _ROW.items()}, h[: n + 1, cols]))
+    return out
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """An uninitialised array of ``shape``, reusing this thread's buffer of that name (grown when too small).
+
+    Why: the accumulators are ~70 MB per anchor; fresh arrays each call cost page faults (zeroing, huge page
+    compaction) about as much as the recursion itself. The result is valid until the next call with that name.
+    """
+    size = math.prod(shape)
+    buffer = getattr(_SCRATCH, name, None)
+    if buffer is None or buffer.size < size:
+        buffer = np.empty(size)
+        setattr(_SCRATCH, name, buffer)
+    return buffer[:size].reshape(shape)
+
+
+def _stacked_inputs(p: Prepared, anchors: list[int], steps: list[int]) -> np.ndarray:
+    """Price, gain and loss per step for each anchor's columns (``_anchored_inputs`` at its start), zero padded."""
+    width = p.x.shape[1]
+    inputs = _scratch("inputs", (max(steps) + 1, 3, len(anchors) * width))
+    inputs[0] = 0.0
+    for j, (anchor, n) in enumerate(zip(anchors, steps, strict=True)):
+        cols = slice(j * width, (j + 1) * width)
+        inputs[n + 1 :, :, cols] = 0.0
+        for r, source in enumerate((p.xz, p.gain, p.loss)):
+            inputs[1 : n + 1, r, cols] = source[anchor : anchor + n]
+        edge = _anchored_inputs(p, anchor)[:, :n]
+        inputs[1 : edge.shape[1] + 1, :, cols] = edge.transpose(1, 0, 2)
+    return inputs
 
 
 def _window_stats(values: np.ndarray, ks: np.ndarray, n: int, ddof: int, offset: int = 0) -> tuple[np.ndarray, ...]:
@@ -218,13 +275,12 @@ def _take(acc: np.ndarray, pos: np.ndarray, anchor: int) -> np.ndarray:
     return acc[np.clip(pos - anchor + 1, 0, acc.shape[0] - 1), cols]
 
 
-def _recursive(p: Prepared, ks: np.ndarray, seg: np.ndarray, anchor: int) -> dict[str, np.ndarray]:
+def _recursive(p: Prepared, ks: np.ndarray, seg: np.ndarray, anchor: int, acc: Accumulators) -> dict[str, np.ndarray]:
     """SMA, EMA, RSI and MACD for snapshots ``ks`` (one anchor group) from the anchored accumulators."""
-    acc, h = _accumulate(p, anchor, int(ks.max()))
     kk = np.broadcast_to(ks[:, None], seg.shape)
-    length = acc.shape[0] + 1
+    length = acc.h.shape[0] + 1
     out: dict[str, np.ndarray] = {}
-    c = acc[:, _ROW["C"]]
+    c = acc.series["C"]
 
     def window_sum(end: np.ndarray, n: int) -> np.ndarray:
         return _take(c, end, anchor) - _take(c, end - n, anchor)
@@ -237,7 +293,7 @@ def _recursive(p: Prepared, ks: np.ndarray, seg: np.ndarray, anchor: int) -> dic
         out[f"sma_{name}"] = window_sum(kk, n) / n
         s0 = seg + n - 1
         seed = window_sum(s0, n) / n
-        out[f"ema_{name}"] = ema(acc[:, _ROW[f"G{name}"]], _EMA_DECAY[name], 2.0 / (n + 1), s0, seed)
+        out[f"ema_{name}"] = ema(acc.series[f"G{name}"], _EMA_DECAY[name], 2.0 / (n + 1), s0, seed)
     prev = kk - TREND_SLOPE_HOURS
     out["sma_7d_prev"] = window_sum(prev, WINDOWS["7d"]) / WINDOWS["7d"]
 
@@ -246,8 +302,8 @@ def _recursive(p: Prepared, ks: np.ndarray, seg: np.ndarray, anchor: int) -> dic
     q = _powers(_WILDER, length)[np.clip(kk - s0, 0, length - 1)]
     averages = []
     for cum, rec in (("CG", "GG"), ("CL", "GL")):
-        seed = (_take(acc[:, _ROW[cum]], s0, anchor) - _take(acc[:, _ROW[cum]], seg, anchor)) / RSI_PERIOD
-        g = acc[:, _ROW[rec]]
+        seed = (_take(acc.series[cum], s0, anchor) - _take(acc.series[cum], seg, anchor)) / RSI_PERIOD
+        g = acc.series[rec]
         averages.append(q * seed + (1.0 / RSI_PERIOD) * (_take(g, kk, anchor) - q * _take(g, s0, anchor)))
     gains, losses = averages
     total = gains + losses
@@ -259,7 +315,7 @@ def _recursive(p: Prepared, ks: np.ndarray, seg: np.ndarray, anchor: int) -> dic
 
     # MACD: both EMAs start at seg+25 (slow seed: 26 prices; fast seed: the last 12 of them), signal EMA 9
     s0 = seg + MACD_SLOW - 1
-    gf, gs = acc[:, _ROW["Gfast"]], acc[:, _ROW["Gslow"]]
+    gf, gs = acc.series["Gfast"], acc.series["Gslow"]
     fast_seed = window_sum(s0, MACD_FAST) / MACD_FAST
     slow_seed = window_sum(s0, MACD_SLOW) / MACD_SLOW
     pf, ps = _powers(1.0 - _FAST_A, length), _powers(1.0 - _SLOW_A, length)
@@ -280,7 +336,7 @@ def _recursive(p: Prepared, ks: np.ndarray, seg: np.ndarray, anchor: int) -> dic
     ta, tb = _signal_tables(length)
     alpha_f = fast_seed - _FAST_A * _take(gf, s0, anchor)
     alpha_s = slow_seed - _SLOW_A * _take(gs, s0, anchor)
-    tail = alpha_f * ta[lag] - alpha_s * tb[lag] + (_take(h, kk, anchor) - qc * _take(h, s1, anchor))
+    tail = alpha_f * ta[lag] - alpha_s * tb[lag] + (_take(acc.h, kk, anchor) - qc * _take(acc.h, s1, anchor))
     macd = macd_at(kk)
     signal = qc * signal_seed + _SIG_A * tail
     out["macd"], out["macd_signal"], out["macd_hist"] = macd, signal, macd - signal
@@ -353,11 +409,15 @@ def compute(
         part = _direct(p, ks[lo : lo + CHUNK], zscore_window)
         for name, arr in part.items():
             values.setdefault(name, np.empty((len(ks), p.x.shape[1])))[lo : lo + CHUNK] = arr
-    for anchor in np.unique(anchors):
-        rows = np.flatnonzero(anchors == anchor)
-        part = _recursive(p, ks[rows], seg[rows], int(anchor))
-        for name, arr in part.items():
-            values.setdefault(name, np.empty((len(ks), p.x.shape[1])))[rows] = arr
+    unique = [int(a) for a in np.unique(anchors)]
+    for lo in range(0, len(unique), ACC_GROUP):
+        group = unique[lo : lo + ACC_GROUP]
+        rows_of = [np.flatnonzero(anchors == anchor) for anchor in group]
+        accs = _accumulate(p, group, [int(ks[rows].max()) for rows in rows_of])
+        for anchor, rows, acc in zip(group, rows_of, accs, strict=True):
+            part = _recursive(p, ks[rows], seg[rows], anchor, acc)
+            for name, arr in part.items():
+                values.setdefault(name, np.empty((len(ks), p.x.shape[1])))[rows] = arr
     for name, need in _warm_up(zscore_window).items():
         values[name][lengths < need] = np.nan
     values["trend"] = trend_labels(values["sma_7d"], values["sma_30d"], values.pop("sma_7d_prev"))
