@@ -308,13 +308,17 @@ def _read_inputs(item: _Day) -> None:
     alerts = _day_json(item, layout.alerts_daily_key(day))
     rows = [row for start, hour in zip(item.starts, alerts, strict=True) for row in stage.anomaly_rows(hour, start)]
     item.anomalies = pa.Table.from_pylist(rows, schema=ANOMALY_SCHEMA)
-    item.hour_quality = [quality_score(hour) for hour in _day_json(item, layout.quality_daily_report_key(day))]
     for name in UPSTREAM:
         key = day_run_record_key(day, name)
         record = json.loads(_get(item, key))
-        if record.get("status") != "success":
+        # validate "skipped": history that `cryptopipe backfill` wrote straight into validated (no staging, no report)
+        if record.get("status") not in (("success", "skipped") if name == "validate" else ("success",)):
             raise MissingInputError(f"archive {day}: {store.url(key)} says {name} did not succeed on the day")
         item.records[name] = record
+    if item.records["validate"].get("status") == "skipped":
+        item.hour_quality = [None] * HOURS  # as the hourly archive of a backfilled hour: no quality report
+    else:
+        item.hour_quality = [quality_score(hour) for hour in _day_json(item, layout.quality_daily_report_key(day))]
     item.run_keys = store.list(f"{RUNS}/date={day:%Y-%m-%d}/")
     for key in item.run_keys:
         if key.endswith("/ingest.json"):

@@ -122,3 +122,25 @@ def test_daily_run_pipelined_over_workers_equals_one_process_and_stops_only_the_
             rows[workers] = {t: sorted(db.execute(f"SELECT * FROM {t}").fetchall()) for t in tables}
     assert rows[1] == rows[2]
     assert len(rows[1]["market_snapshots"]) == 48 * 20  # two days of 20 coins
+
+
+def test_daily_run_over_backfilled_history_without_staging(
+    tmp_path: Path, settings_for: Callable[..., object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README's history path: `cryptopipe backfill` writes validated hours straight (no staging); the daily run
+    then validates nothing (skipped days), transforms and archives them."""
+    import sqlite3
+
+    root = tmp_path / "lake"
+    settings_for(root, transform__chart_top_n="0")
+    store = FileStore(root)
+    for interval in DAY:
+        write_table(store, staging_key(interval), staging(interval))
+    assert main(["run", *RANGE, "--stages", "validate", "--batch"]) == 0  # validated hours, as backfill leaves them
+    for interval in DAY:
+        store.delete(staging_key(interval))
+    assert main(["run", *RANGE, *STAGES, "--batch", "--daily"]) == 0, _said(capsys)
+    out = _said(capsys)
+    assert "validate  days=2      ok=0      skipped=2" in out and "archive   days=2      ok=2" in out, out
+    with sqlite3.connect(tmp_path / "lake.db") as db:
+        assert db.execute("SELECT count(*) FROM indicators").fetchone() == (48 * 20,)
