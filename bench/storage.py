@@ -2,8 +2,10 @@
 
 Objects measured: what the pipeline leaves at rest in the data lake. The backfill benchmark pushes a year through
 validate, transform and archive in its work store, and archive's retention keeps the working prefixes for
-``retention.working_days`` (120) days: the validated hourly partitions, their daily compactions and the indicator
-partitions of those days are what stays (run backfill first, or this benchmark runs it). Where that store has no
+``retention.working_days`` (120) days: what stays is, in the daily layout (the backfill benchmark's default), each
+day's compaction, its indicators and quarantine as one object per day; in the hourly layout the validated hourly
+partitions, their daily compactions and the indicator partitions of those days (run backfill first, or this
+benchmark runs it). Datasets the store does not hold are left out. Where that store has no
 daily compaction (smoke run: one day), the generated history's last ``COMPACTION_DAYS`` compactions stand in.
 
 Parquet bytes: each object's table re-encoded by the writer the stages use (``to_parquet_bytes``, deterministic),
@@ -41,6 +43,8 @@ DATASETS = {
     "validated hourly partitions": "validated/market_snapshots",
     "analytics indicators": "analytics/indicators",
     "validated daily compactions": "validated/market_snapshots_daily",
+    "analytics indicators, daily layout": "analytics/indicators_daily",
+    "quarantine, daily layout": "quarantine/market_snapshots_daily",
 }
 # The writer's options before per-column encodings (core/tables.py:write_options): the "before" of bench/FINDINGS.md.
 LEGACY_OPTIONS: dict[str, Any] = {
@@ -79,11 +83,12 @@ def _sample(files: list[Path], n: int) -> list[Path]:
 
 def _sources(cfg: BenchConfig) -> tuple[dict[str, list[Path]], str]:
     work = cfg.work / "backfill"
-    if not (work / DATASETS["analytics indicators"]).exists():
+    if not any((work / prefix).exists() for prefix in ("analytics/indicators", "analytics/indicators_daily")):
         from bench import backfill
 
         backfill.run(cfg)  # produces real validate/transform outputs in the work store
-    sources = {name: sorted((work / prefix).rglob("*.parquet")) for name, prefix in DATASETS.items()}
+    found = {name: sorted((work / prefix).rglob("*.parquet")) for name, prefix in DATASETS.items()}
+    sources = {name: files for name, files in found.items() if files or name == "validated daily compactions"}
     daily = "validated daily compactions"
     if sources[daily]:
         return sources, "backfill work store"
