@@ -3,7 +3,7 @@
 How the year is pushed through: ``LAYOUT`` "daily" (default) runs ``cryptopipe run --start --end --batch --daily``
 (docs/batch.md, daily layout): each stage's ``run_days`` over the 365 days, one object per day per dataset (the
 daily compaction as validated data, the day's indicators, one report, manifest and run record per day) and the
-warehouse loaded in bulk. ``CRYPTOPIPE_BENCH_BACKFILL_LAYOUT=hourly`` measures the hourly layout of range mode
+warehouse loaded in bulk. ``BENCH_BACKFILL_LAYOUT=hourly`` measures the hourly layout of range mode
 instead: the range mode (``cryptopipe run --start --end --batch``, docs/batch.md): each stage
 runs once over all 8760 intervals through its ``run_range`` (one GX run per chunk of intervals, one indicator pass
 over the whole window, one warehouse transaction per day), writing per interval exactly the objects a per-interval
@@ -40,7 +40,7 @@ PER_INTERVAL_PROJECTED_S = 18_300
 FLOOR_SAMPLE_HOURS = 7 * 24  # a week of the year's rows for the insert floors
 WORKERS = os.cpu_count() or 1  # `run --batch --workers`: validate and transform use every core
 STAGING_VERSION = 1  # bump when the staging year's layout changes: invalidates the cache
-LAYOUT = os.environ.get("CRYPTOPIPE_BENCH_BACKFILL_LAYOUT", "daily")  # "daily" or "hourly" (range mode's layouts)
+LAYOUT = os.environ.get("BENCH_BACKFILL_LAYOUT", "daily")  # "daily" or "hourly"; not CRYPTOPIPE_*: settings reject unknown keys
 
 
 def _staging_year(cfg: BenchConfig, days: int) -> tuple[Path, int, Any]:
