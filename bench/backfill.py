@@ -40,7 +40,8 @@ PER_INTERVAL_PROJECTED_S = 18_300
 FLOOR_SAMPLE_HOURS = 7 * 24  # a week of the year's rows for the insert floors
 WORKERS = os.cpu_count() or 1  # `run --batch --workers`: validate and transform use every core
 STAGING_VERSION = 1  # bump when the staging year's layout changes: invalidates the cache
-LAYOUT = os.environ.get("BENCH_BACKFILL_LAYOUT", "daily")  # "daily" or "hourly"; not CRYPTOPIPE_*: settings reject unknown keys
+# "daily" or "hourly". Not a CRYPTOPIPE_* name: the settings loader rejects unknown CRYPTOPIPE_* keys.
+LAYOUT = os.environ.get("BENCH_BACKFILL_LAYOUT", "daily")
 
 
 def _staging_year(cfg: BenchConfig, days: int) -> tuple[Path, int, Any]:
