@@ -85,7 +85,8 @@ class _Day:
     ctx: StageContext
     clock: float
     error: PipelineError | None = None
-    hours: list[pa.Table] = field(default_factory=list)  # the 24 hours' validated rows, split from the compaction
+    current: pa.Table | None = None  # the day's validated rows (the compaction, in its row order)
+    hour: np.ndarray | None = None  # the hour of the day of each of its rows
     parts: list[Part] = field(default_factory=list)  # its prices for the grid
     ref: ObjectRef | None = None  # the compaction read
 
@@ -189,7 +190,7 @@ def _run_chunk(job: _Job, days: list[date]) -> list[Future[StageResult]]:
             except BaseException as exc:
                 finish_stage(slot.ctx, time.perf_counter() - slot.clock, exc)
                 raise
-        slot.hours, slot.parts = [], []
+        slot.current, slot.hour, slot.parts = None, None, []
         futures.append(job.writes.submit(_write, job, slot, out))
     return futures
 
@@ -221,16 +222,17 @@ def _take_compaction(slot: _Day, ref: ObjectRef | PipelineError, table: pa.Table
     slot.ctx.result.inputs.append(ref)
     slot.ref = ref
     try:
-        slot.hours = split_hours(table, slot.day, ref.key)
+        slot.hour = hour_of_rows(table, slot.day, ref.key)
     except PipelineError as exc:
         slot.error = exc
         return
+    slot.current = table
     rows = projection.as_rows(table)
     slot.parts = [projection.day_prices(rows, slot.day) or rows]
 
 
-def split_hours(table: pa.Table, day: date, key: str) -> list[pa.Table]:
-    """The compaction's rows per hour of the day (hour h: snapshot_time = the end of hour h), each in row order."""
+def hour_of_rows(table: pa.Table, day: date, key: str) -> np.ndarray:
+    """The hour of the day of each compaction row (hour h: snapshot_time = the end of hour h)."""
     offset = table.column("snapshot_time").cast(pa.int64()).to_numpy() - int(day_start(day).timestamp() * 1000)
     stray = (offset <= 0) | (offset > HOURS_PER_DAY * HOUR_MS) | (offset % HOUR_MS != 0)
     if stray.any():
@@ -239,11 +241,15 @@ def split_hours(table: pa.Table, day: date, key: str) -> list[pa.Table]:
             "it is not the compaction of that day's validated hours (rerun validate --daily for the day)",
             key=key,
         )
-    hour = offset // HOUR_MS - 1
+    return offset // HOUR_MS - 1
+
+
+def split_hours(table: pa.Table, hour: np.ndarray) -> tuple[list[pa.Table], np.ndarray]:
+    """The rows per hour of the day, each in row order, and the row order of their concatenation."""
     order = np.argsort(hour, kind="stable")
     ordered = table.take(pa.array(order))
     bounds = np.concatenate([[0], np.cumsum(np.bincount(hour, minlength=HOURS_PER_DAY))])
-    return [ordered.slice(int(lo), int(hi - lo)) for lo, hi in itertools.pairwise(bounds)]
+    return [ordered.slice(int(lo), int(hi - lo)) for lo, hi in itertools.pairwise(bounds)], order
 
 
 def _chunk_grid(job: _Job, slots: list[_Day]) -> Grid:
@@ -322,7 +328,8 @@ def _day_outputs(job: _Job, slot: _Day, grid: Grid, ks: list[int], snapshots: li
     documents, sections = [], []
     charts: list[ChartSpec] = []
     out = _Output()
-    indicators, by_hour = day_indicators_and_anomalies(settings, snapshots, slot.hours)
+    assert slot.current is not None and slot.hour is not None
+    indicators, by_hour = day_indicators_and_anomalies(settings, snapshots, slot.current, slot.hour)
     for interval, anomalies in zip(day_intervals(day), by_hour, strict=True):
         hour_quality = quality.get(interval.start.isoformat(), quality_summary_of(None))
         documents.append(alerts_document(interval, anomalies, hour_quality, report_uri))
@@ -338,7 +345,7 @@ def _day_outputs(job: _Job, slot: _Day, grid: Grid, ks: list[int], snapshots: li
     alerts = {"day": str(day), "layout": "daily", "intervals": documents}
     out.writes.append((alerts_daily_key(day), compact_json(alerts), "application/json"))
     per_hour = [len(anomalies) for _, anomalies in sections]
-    own_rows = sum(t.num_rows for t in slot.hours)
+    own_rows = slot.current.num_rows
     out.metrics = {
         "rows": indicators.num_rows,
         "coins": len(set(indicators.column("coin_id").to_pylist())),
@@ -352,12 +359,15 @@ def _day_outputs(job: _Job, slot: _Day, grid: Grid, ks: list[int], snapshots: li
 
 
 def day_indicators_and_anomalies(
-    settings: Settings, snapshots: list[pa.Table], hours: list[pa.Table]
+    settings: Settings, snapshots: list[pa.Table], current: pa.Table, hour: np.ndarray
 ) -> tuple[pa.Table, list[list[dict[str, Any]]]]:
     """The day's indicators (the 24 hourly tables' rows in hour order) and each hour's anomalies (sorted as
-    ``detect_anomalies`` sorts them), computed over the whole day at once: per-row operations, same values."""
-    snapshot, current = pa.concat_tables(snapshots), pa.concat_tables(hours)
-    rows = _day_matching_rows(snapshots, hours)
+    ``detect_anomalies`` sorts them), computed over the whole day at once: per-row operations, same values.
+
+    ``current``: the day's validated rows in any order, ``hour`` the hour of each (their split by hour is each
+    hour's validated partition; a row is joined by its key, so the order does not change a value)."""
+    snapshot = pa.concat_tables(snapshots)
+    rows = _current_rows(snapshots, current, hour)
     table = indicators_table(snapshot, current, rows)
     hour_of_row = np.repeat(np.arange(HOURS_PER_DAY), [t.num_rows for t in snapshots])
     by_hour: list[list[dict[str, Any]]] = [[] for _ in range(HOURS_PER_DAY)]
@@ -366,22 +376,61 @@ def day_indicators_and_anomalies(
     return table, [sort_anomalies(found) for found in by_hour]
 
 
-def _hour_keys(tables: list[pa.Table]) -> pa.Array:
-    """(coin_id, vs_currency, hour) of every row of the hours' tables as one string key."""
-    hour = pa.array(np.repeat(np.arange(HOURS_PER_DAY), [t.num_rows for t in tables]).astype(str))
-    joined = pa.concat_tables([t.select(["coin_id", "vs_currency"]) for t in tables])
-    coin, vs = (joined.column(name).combine_chunks().cast(pa.string()) for name in ("coin_id", "vs_currency"))
-    return pc.binary_join_element_wise(coin, vs, hour, "\x1f")
+def _current_rows(snapshots: list[pa.Table], current: pa.Table, hour: np.ndarray) -> pa.Array:
+    """``matching_rows`` of every hour (snapshot of hour h against the rows of hour h), as rows of ``current``."""
+    rows = _keyed_rows(_snapshot_keys(snapshots), _key_columns(current), hour)
+    if rows is not None:
+        return rows
+    hours, order = split_hours(current, hour)  # not validated data: matching_rows' "last wins" per hour
+    split_rows = _day_matching_rows(snapshots, hours)
+    return pc.take(pa.array(order), split_rows)
+
+
+def _key_columns(table: pa.Table) -> tuple[pa.Array, pa.Array]:
+    coin, vs = (table.column(name).combine_chunks().cast(pa.string()) for name in ("coin_id", "vs_currency"))
+    return coin, vs
+
+
+def _snapshot_keys(snapshots: list[pa.Table]) -> tuple[pa.Array, pa.Array, np.ndarray]:
+    coin, vs = _key_columns(pa.concat_tables([t.select(["coin_id", "vs_currency"]) for t in snapshots]))
+    return coin, vs, np.repeat(np.arange(HOURS_PER_DAY), [t.num_rows for t in snapshots])
+
+
+def _keyed_rows(
+    wanted: tuple[pa.Array, pa.Array, np.ndarray], have: tuple[pa.Array, pa.Array], have_hour: np.ndarray
+) -> pa.Array | None:
+    """For each wanted (coin_id, vs_currency, hour), the row of ``have`` with that key (null: none), by one sorted
+    lookup of integer codes; None when a key of ``have`` is null or repeated (the caller's fallback decides)."""
+    coin, vs, hour = wanted
+    n_wanted, n_have = len(coin), len(have[0])
+    codes = []
+    for ours, theirs in ((coin, have[0]), (vs, have[1])):
+        encoded = pa.concat_arrays([ours, theirs]).dictionary_encode()
+        if encoded.indices.null_count:
+            return None
+        codes.append((encoded.indices.to_numpy().astype(np.int64), len(encoded.dictionary)))
+    (coin_code, _), (vs_code, n_vs) = codes
+    key = (coin_code * n_vs + vs_code) * HOURS_PER_DAY + np.concatenate([hour, have_hour]).astype(np.int64)
+    wanted_key, have_key = key[:n_wanted], key[n_wanted:]
+    order = np.argsort(have_key, kind="stable")
+    sorted_key = have_key[order]
+    if n_have and (sorted_key[1:] == sorted_key[:-1]).any():
+        return None
+    pos = np.minimum(np.searchsorted(sorted_key, wanted_key), max(n_have - 1, 0))
+    found = sorted_key[pos] == wanted_key if n_have else np.zeros(n_wanted, bool)
+    return pa.array(order[pos] if n_have else np.zeros(n_wanted, np.int64), pa.int64(), mask=~found)
 
 
 def _day_matching_rows(snapshots: list[pa.Table], hours: list[pa.Table]) -> pa.Array:
-    """``matching_rows`` of every hour, as row numbers into the hours' concatenation (one hash lookup per day)."""
-    keys = _hour_keys(hours)
-    if keys.null_count or len(pc.unique(keys)) != len(keys):  # not validated data: matching_rows' "last wins"
-        offsets = np.cumsum([0] + [t.num_rows for t in hours])[:-1]
-        parts = [pc.add(matching_rows(s, h), int(o)) for s, h, o in zip(snapshots, hours, offsets, strict=True)]
-        return pa.concat_arrays(parts) if parts else pa.array([], pa.int64())
-    return pc.index_in(_hour_keys(snapshots), value_set=keys).cast(pa.int64())
+    """``matching_rows`` of every hour, as row numbers into the hours' concatenation (one lookup per day)."""
+    have = _key_columns(pa.concat_tables([t.select(["coin_id", "vs_currency"]) for t in hours]))
+    have_hour = np.repeat(np.arange(HOURS_PER_DAY), [t.num_rows for t in hours])
+    rows = _keyed_rows(_snapshot_keys(snapshots), have, have_hour)
+    if rows is not None:
+        return rows
+    offsets = np.cumsum([0] + [t.num_rows for t in hours])[:-1]  # not validated data: matching_rows' "last wins"
+    parts = [pc.add(matching_rows(s, h), int(o)) for s, h, o in zip(snapshots, hours, offsets, strict=True)]
+    return pa.concat_arrays(parts) if parts else pa.array([], pa.int64())
 
 
 def _write(job: _Job, slot: _Day, out: _Output | None) -> StageResult:
