@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from cryptopipe import __version__
 from cryptopipe.core.config import Settings
-from cryptopipe.core.errors import ConfigError, ExitCode, PipelineError
+from cryptopipe.core.errors import ConfigError, ExitCode, PipelineError, StorageError
 from cryptopipe.core.layout import DAILY, Interval, day_start
 from cryptopipe.core.storage import ObjectStore, open_stores
 from cryptopipe.core.tables import PARQUET_CONTENT_TYPE, conform, from_parquet_bytes, read_table, to_parquet_bytes
@@ -44,8 +44,16 @@ DAILY_LAYOUT_STAGES = ("validate", "transform", "archive")
 
 def sealed_day(store: ObjectStore, day: date) -> bool:
     """True if validate wrote ``day`` in the daily layout (its day run record says success)."""
-    data = store.get_or_none(day_run_record_key(day, "validate"))
-    return data is not None and json.loads(data).get("status") == "success"
+    key = day_run_record_key(day, "validate")
+    data = store.get_or_none(key)
+    if data is None:
+        return False
+    try:
+        record = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        what = f"{store.url(key)} is not a readable run record ({exc})"
+        raise StorageError(f"{what}; rerun the day with --daily or delete the record", key=key) from exc
+    return isinstance(record, dict) and record.get("status") == "success"
 
 
 def ensure_hourly_allowed(store: ObjectStore, interval: Interval, stage: str) -> None:

@@ -108,7 +108,12 @@ def test_daily_run_pipelined_over_workers_equals_one_process_and_stops_only_the_
         out = _said(capsys)
         assert "validate  days=3" in out and "transform days=2" in out and "archive   days=2" in out, out
         assert f"FAILED day {bad.start.date()} at validate (exit 3)" in out
-    one, two = (data_objects(root, docs=False) for root in roots.values())
+    # price projections are a read cache that transform writes only from a compaction older than the store's
+    # timestamp resolution (core/storage.py:FileStore.version), so whether one exists depends on timing
+    one, two = (
+        {k: v for k, v in data_objects(root, docs=False).items() if not k.endswith("/prices.arrow")}
+        for root in roots.values()
+    )
     assert set(one) == set(two)
     for key, data in one.items():
         if not key.startswith(("alerts/", "quality/")):  # these name their own root in URLs
