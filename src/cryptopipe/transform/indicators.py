@@ -14,6 +14,7 @@ definition of the same numbers (whole arrays), used for the charts and as the te
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -313,25 +314,27 @@ def snapshot_tables(grid: Grid, params: Params, ks: list[int], prepared: Prepare
     by_key = np.array(
         sorted(range(len(grid.coin_ids)), key=lambda s: (grid.coin_ids[s], grid.vs_currencies[s])), dtype=np.int64
     )
+    # Every snapshot's rows as one table (snapshot i's rows, then i+1's), sliced per snapshot: one Arrow array per
+    # column instead of one per column and snapshot (a day of range mode: 24 x 30 small arrays).
+    i_idx, j_idx = np.nonzero(result.has_row[:, by_key])
+    series, k_idx = by_key[j_idx], karr[i_idx]
     coin_ids, vs_currencies = np.array(grid.coin_ids, dtype=object), np.array(grid.vs_currencies, dtype=object)
-    out = []
-    for i, k in enumerate(karr):
-        series = by_key[result.has_row[i, by_key]]
-        columns: dict[str, pa.Array] = {
-            "coin_id": pa.array(coin_ids[series], pa.string()),
-            "vs_currency": pa.array(vs_currencies[series], pa.string()),
-            "snapshot_time": pa.array(np.full(series.size, grid.times[k])).cast(SNAPSHOT_ROW_SCHEMA.field(2).type),
-            "price": pa.array(grid.observed[k, series], pa.float64()),
-            "trend": pa.array(result.values["trend"][i, series], pa.string()),
-            "history_hours": pa.array(result.history_hours[i, series], pa.int32()),
-            "filled_hours_7d": pa.array(result.filled_hours_7d[i, series], pa.int32()),
-        }
-        for name in FLOAT_COLUMNS:
-            columns[name] = _floats(result.values[name][i, series])
-        for name in WINDOWS:
-            columns[f"warm_{name}"] = pa.array(np.isfinite(result.values[f"sma_{name}"][i, series]), pa.bool_())
-        out.append(pa.Table.from_arrays([columns[f.name] for f in SNAPSHOT_ROW_SCHEMA], schema=SNAPSHOT_ROW_SCHEMA))
-    return out
+    columns: dict[str, pa.Array] = {
+        "coin_id": pa.array(coin_ids[series], pa.string()),
+        "vs_currency": pa.array(vs_currencies[series], pa.string()),
+        "snapshot_time": pa.array(grid.times[k_idx]).cast(SNAPSHOT_ROW_SCHEMA.field(2).type),
+        "price": pa.array(grid.observed[k_idx, series], pa.float64()),
+        "trend": pa.array(result.values["trend"][i_idx, series], pa.string()),
+        "history_hours": pa.array(result.history_hours[i_idx, series], pa.int32()),
+        "filled_hours_7d": pa.array(result.filled_hours_7d[i_idx, series], pa.int32()),
+    }
+    for name in FLOAT_COLUMNS:
+        columns[name] = _floats(result.values[name][i_idx, series])
+    for name in WINDOWS:
+        columns[f"warm_{name}"] = pa.array(np.isfinite(result.values[f"sma_{name}"][i_idx, series]), pa.bool_())
+    table = pa.Table.from_arrays([columns[f.name] for f in SNAPSHOT_ROW_SCHEMA], schema=SNAPSHOT_ROW_SCHEMA)
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(i_idx, minlength=len(karr)))])
+    return [table.slice(int(lo), int(hi - lo)) for lo, hi in itertools.pairwise(bounds)]
 
 
 def snapshot_rows_many(
