@@ -301,11 +301,30 @@ def _sqlite_values(table: pa.Table) -> pa.Table:
 
 def _timestamp_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
     # Arrow's strftime costs ~1 us a value: a column of few distinct times (snapshot_time, interval_start: one
-    # per hour) is formatted once per distinct time.
+    # per hour) is formatted once per distinct time, one of many (last_updated) as its few distinct days plus
+    # the time of day in integer arithmetic (3x less CPU than strftime; same text, a test checks it).
     distinct = pc.unique(column)
     if len(distinct) * 4 > len(column):
-        return pc.strftime(column, format=TS_TEXT)
+        return _many_timestamps_text(column)
     return pc.take(pc.strftime(distinct, format=TS_TEXT), pc.index_in(column, distinct))
+
+
+def _many_timestamps_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """``strftime(TS_TEXT)`` of every value (nulls stay null): 'YYYY-MM-DD HH:MM:SS.ffffff'."""
+    micros = column.cast(pa.int64())
+    day = 86_400_000_000
+    days = pc.divide(micros, day)  # truncates toward zero: one day less for a time before 1970 not at midnight
+    days = pc.if_else(pc.less(pc.subtract(micros, pc.multiply(days, day)), 0), pc.subtract(days, 1), days)
+    rest = pc.subtract(micros, pc.multiply(days, day))  # microseconds into the day, 0 <= rest < day
+    midnights = pc.cast(pc.multiply(days, day), column.type)
+    distinct = pc.unique(midnights)
+    dates = pc.take(pc.strftime(distinct, format="%Y-%m-%d "), pc.index_in(midnights, distinct))
+    parts = [dates]
+    for unit, width, separator in ((3_600_000_000, 2, ":"), (60_000_000, 2, ":"), (1_000_000, 2, "."), (1, 6, "")):
+        value = pc.divide(rest, unit)
+        rest = pc.subtract(rest, pc.multiply(value, unit))
+        parts += [pc.utf8_lpad(value.cast(pa.string()), width, "0"), separator]
+    return pc.binary_join_element_wise(*parts[:-1], "")
 
 
 def _free_alias(conn: Connection) -> str:
