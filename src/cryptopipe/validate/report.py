@@ -5,6 +5,7 @@ The report is canonical JSON without wall-clock values: a rerun of the interval 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -92,6 +93,11 @@ def quality_score(checks: list[Check], outcomes: dict[str, Outcome], verdict: Ve
 
 def jsonable(value: Any) -> Any:
     """Numpy scalars, timestamps and NaN made JSON-safe, recursively."""
+    kind = type(value)  # the common plain values first (a day report asks ~40k): exact types, subclasses go below
+    if value is None or kind is str or kind is int or kind is bool:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
@@ -111,6 +117,7 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+@functools.cache  # a few dozen class names, asked once per check per hour
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 

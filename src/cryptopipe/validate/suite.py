@@ -10,6 +10,7 @@ quality report, so a change in quality scores can be traced to a change in the r
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from dataclasses import dataclass, field
@@ -96,7 +97,10 @@ def min_rows(share: float, asked: int) -> int:
     return max(1, math.ceil(share * asked - 1e-9))
 
 
-def _schema_checks() -> list[Check]:
+@functools.cache
+def _schema_checks() -> tuple[Check, ...]:
+    """The schema's checks, built once: they depend only on SNAPSHOT_SCHEMA, and range mode builds a suite per hour
+    (the checks are frozen and nothing changes their kwargs)."""
     names = tuple(SNAPSHOT_SCHEMA.names)
     checks = [
         Check(
@@ -122,7 +126,7 @@ def _schema_checks() -> list[Check]:
                 row_level=False,
             )
         )
-    return checks
+    return tuple(checks)
 
 
 def _key_checks(interval: Interval) -> list[Check]:
