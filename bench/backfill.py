@@ -152,23 +152,25 @@ def run(cfg: BenchConfig) -> Result:
                 "workers": WORKERS,
             }
         ]
-        result.tables["per stage (stage seconds: the day run records' durations, summed over the workers)"] = stage_rows
+        result.tables["per stage (outcomes; the stages overlap: the run's wall and CPU time above is the measure)"] = (
+            stage_rows
+        )
     else:
         total = sum(r["wall_s"] for r in stage_rows)
         result.tables["per stage (whole range, range mode, one process per stage)"] = stage_rows
     phase_rows = []
     for row, out in zip(stage_rows, outs, strict=True):
         (step, step_s), *_ = out["phases"].items() or [("-", None)]
-        phase_rows.append(
-            {
-                "stage": row["stage"],
-                "range_wall_s": row.get("range_s", row.get("stage_s")),
-                "cpu_s": row.get("cpu_s"),
+        timing = (
+            {}
+            if LAYOUT == "daily"
+            else {
+                "range_wall_s": row["range_s"],
+                "cpu_s": row["cpu_s"],
                 "ms_per_interval_wall": round(1000 * out["seconds"] / hours, 1),
-                "bulk_step": step,
-                "bulk_step_wall_s_summed": step_s,
             }
         )
+        phase_rows.append({"stage": row["stage"], **timing, "bulk_step": step, "bulk_step_wall_s_summed": step_s})
     result.tables["where the time goes (bulk step: wall time summed over worker processes)"] = phase_rows
     sample_hours = min(hours, FLOOR_SAMPLE_HOURS)
     # the range's last week: still in the work store after archive's retention pruned the older working data
@@ -217,19 +219,19 @@ def run(cfg: BenchConfig) -> Result:
             + (f"; previous run of this benchmark {previous:,.0f} s" if previous else ""),
         )
     ]
-    seconds_of = "stage_s" if LAYOUT == "daily" else "wall_s"
-    slowest = max(stage_rows, key=lambda r: r[seconds_of])
     layout_note = (
         "The daily layout writes one object per day and dataset (compaction, quarantine, quality report, "
         "indicators, alerts, report page, manifest, run records) and loads the warehouse in bulk "
-        "(archive/bulk.py); what is left is the bulk steps (staging decode, GX, indicators, warehouse) and per-hour "
-        "report building, see docs/batch.md."
+        "(archive/bulk.py), the stages pipelined over the workers; where the CPU time goes is in bench/FINDINGS.md "
+        "item 4 (profiles per block of 28 days)."
         if LAYOUT == "daily"
         else "Range mode in the hourly layout writes every interval's objects (validated, quarantine, report, "
         "indicators, alerts, manifest, run records): the cost left is per-interval object I/O and serialisation."
     )
-    slowest_note = f"Slowest stage: {slowest['stage']} ({slowest[seconds_of]} s for {hours} intervals)."
-    result.notes.append(f"{slowest_note} {layout_note}")
+    if LAYOUT == "hourly":
+        slowest = max(stage_rows, key=lambda r: r["wall_s"])
+        layout_note = f"Slowest stage: {slowest['stage']} ({slowest['wall_s']} s for {hours} intervals). {layout_note}"
+    result.notes.append(layout_note)
     load = next((row["bulk_step_wall_s_summed"] for row in phase_rows if row["stage"] == "archive"), None)
     result.notes.append(
         "Floors: loading the year's warehouse rows alone (market_snapshots + indicators, one row per staging row each) "
@@ -441,6 +443,8 @@ def _peak_rss_mib() -> float:
 
 
 def _daily_rows(out: dict[str, Any], rows: int) -> list[dict[str, Any]]:
+    """Outcomes per stage. No seconds per stage: the stages overlap in the pipeline, and a day record's duration
+    includes its share of its chunk's shared work, so they do not add up to a stage's time."""
     return [
         {
             "stage": stage,
@@ -449,8 +453,7 @@ def _daily_rows(out: dict[str, Any], rows: int) -> list[dict[str, Any]]:
             "skipped": o["skipped"],
             "failed": o["failed"],
             "not_run_failed_upstream": o["not_run"],
-            "stage_s": round(o["seconds"], 1),
-            "rows_per_stage_s": round(rows / o["seconds"]) if o["seconds"] else None,
+            "rows": rows if o["ok"] == o["days"] else None,
         }
         for stage, o in out["stages"].items()
     ]
