@@ -28,13 +28,14 @@ EXPECTED_S3: dict[str, dict[tuple[str, str], set[str]]] = {
         (DATALAKE, "write"): {"raw/", "staging/", "runs/"},
     },
     "validate": {
-        (DATALAKE, "read"): {"staging/", "validated/", "quality/"},
+        (DATALAKE, "read"): {"staging/", "validated/", "quarantine/", "quality/", "runs/daily/"},
         (DATALAKE, "write"): {"validated/", "quarantine/", "quality/", "runs/"},
         (DATALAKE, "delete"): {"validated/", "quarantine/", "quality/"},  # what a rerun supersedes
     },
     "transform": {
-        (DATALAKE, "read"): {"validated/", "quality/"},
+        (DATALAKE, "read"): {"validated/", "quality/", "analytics/indicators/", "alerts/", "reports/", "runs/daily/"},
         (DATALAKE, "write"): {"validated/market_snapshots_daily/", "analytics/", "alerts/", "reports/", "runs/"},
+        (DATALAKE, "delete"): {"analytics/indicators/", "alerts/", "reports/"},  # hourly objects a daily run replaces
     },
     "archive": {
         (DATALAKE, "read"): WORKING | {"manifests/", "runs/"},

@@ -202,13 +202,13 @@ def _upsert_sql(conn: Connection, table: sa.Table, names: list[str], source: str
     keys = [c.name for c in table.primary_key.columns]
     columns = ", ".join(quote(n) for n in names)
     updates = ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in names if n not in keys)
-    action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+    action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"  # nosec B608: quoted identifiers only
     # SQLite: "WHERE true" keeps ON CONFLICT from parsing as a join constraint; rowid order = the data's order.
     tail = " WHERE true ORDER BY rowid" if ordered else ""
     conflict = ", ".join(quote(k) for k in keys)
     # Identifiers only (the model's names, quoted by the dialect); no value is ever formatted into SQL here.
     return (
-        f"INSERT INTO {quote(table.name)} ({columns}) SELECT {columns} FROM {source}{tail} "  # noqa: S608
+        f"INSERT INTO {quote(table.name)} ({columns}) SELECT {columns} FROM {source}{tail} "  # noqa: S608 # nosec B608
         f"ON CONFLICT ({conflict}) {action}"
     )
 
