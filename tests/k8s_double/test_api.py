@@ -186,8 +186,9 @@ def test_failing_pod_reports_exit_code_and_fallback_message(double: KubeApiDoubl
 
 def test_missing_config_keeps_pod_waiting(double: KubeApiDouble, api: client.CoreV1Api) -> None:
     api.create_namespaced_pod(NS, pod_body("noconfig", "say:x", envFrom=[{"configMapRef": {"name": "absent"}}]))
+    # every container starts waiting as ContainerCreating; wait for the reason the missing ConfigMap gives
     pod = double.wait_for_pod(
-        "noconfig", NS, until=lambda p: p is not None and "waiting" in str(p["status"].get("containerStatuses"))
+        "noconfig", NS, until=lambda p: p is not None and "CreateContainerConfigError" in str(p["status"])
     )
     waiting = pod["status"]["containerStatuses"][0]["state"]["waiting"]  # type: ignore[index]
     assert waiting == {"reason": "CreateContainerConfigError", "message": 'configmap "absent" not found'}
