@@ -29,30 +29,20 @@ WEEK_HOURS = 7 * 24
 
 
 def week_rows(work: Path) -> dict[str, pa.Table]:
-    """The last week of the work store that has validated and indicator objects, as warehouse tables."""
-    from cryptopipe.archive import batch as archive_batch
-    from cryptopipe.archive import stage as archive_stage
-    from cryptopipe.core.layout import HOUR, Interval, indicators_key, validated_key
-    from cryptopipe.core.storage import FileStore
-    from cryptopipe.core.tables import read_table
+    """The last week of the work store as warehouse tables (daily layout: day objects; hourly: hourly objects)."""
+    from bench import backfill
 
-    store = FileStore(work)
-    days = sorted(p.name.removeprefix("date=") for p in (work / "validated" / "market_snapshots").iterdir())
-    end = datetime.fromisoformat(days[-1]).replace(hour=23, tzinfo=UTC)
-    tables: dict[str, list[pa.Table]] = {"market_snapshots": [], "indicators": []}
-    for h in range(WEEK_HOURS):
-        interval = Interval.starting(end - (WEEK_HOURS - 1 - h) * HOUR)
-        if not (store.exists(validated_key(interval)) and store.exists(indicators_key(interval))):
-            continue
-        validated = read_table(store, validated_key(interval))
-        indicators = read_table(store, indicators_key(interval))
-        snapshots = validated.select(archive_batch._present(validated))
-        tables["market_snapshots"].append(archive_batch._with_start(snapshots, interval.start))
-        indicators = indicators.select(archive_stage.INDICATOR_COLUMNS)
-        tables["indicators"].append(archive_batch._with_start(indicators, interval.start))
-    if not tables["indicators"]:
-        raise SystemExit(f"no hour of the last week in {work} has validated and indicator objects: run bench backfill")
-    return {name: pa.concat_tables(ts, promote_options="permissive") for name, ts in tables.items()}
+    daily = (work / "analytics" / "indicators_daily").exists()
+    validated = work / ("validated/market_snapshots_daily" if daily else "validated/market_snapshots")
+    if not validated.exists():
+        raise SystemExit(f"no validated data in {work}: run `python -m bench backfill` first")
+    days = sorted(p.name.removeprefix("date=") for p in validated.iterdir() if p.name.startswith("date="))
+    first = datetime.fromisoformat(days[-1]).replace(tzinfo=UTC) - timedelta(days=6)
+    rows = backfill._warehouse_rows_daily if daily else backfill._warehouse_rows
+    try:
+        return rows(work, first, WEEK_HOURS)  # type: ignore[no-any-return]
+    except RuntimeError as exc:
+        raise SystemExit(f"{exc}: run `python -m bench backfill` first") from None
 
 
 def tiled(table: pa.Table, weeks: int) -> pa.Table:
