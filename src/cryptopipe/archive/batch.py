@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -88,7 +88,7 @@ def run_range(
             chunk = intervals[first : first + chunk_hours]
             last = first + chunk_hours >= len(intervals)
             retention = intervals if last else None
-            run = _Run(settings, (store, archive_store), engine, url, revision, log)
+            run = ChunkRun(settings, (store, archive_store), engine, url, revision, log)
             results.extend(_run_chunk(run, chunk, retention=retention))
     finally:
         engine.dispose()
@@ -99,10 +99,18 @@ def _finish(item: _Item, error: PipelineError | None = None) -> StageResult:
     return finish_stage(item.ctx, time.perf_counter() - item.clock, error)
 
 
-def _each(items: Sequence[_Item], work: Callable[[_Item], None]) -> None:
-    """Run ``work`` on every item still healthy, in threads; a typed error marks that item failed."""
+class _Failable(Protocol):
+    error: PipelineError | None
 
-    def guarded(item: _Item) -> None:
+
+T = TypeVar("T", bound=_Failable)
+
+
+def each(items: Sequence[T], work: Callable[[T], None]) -> None:
+    """Run ``work`` on every item still healthy (an interval, or a day in the daily archive), in threads; a typed
+    error marks that item failed."""
+
+    def guarded(item: T) -> None:
         try:
             work(item)
         except PipelineError as exc:
@@ -125,8 +133,8 @@ def _load(item: _Item) -> None:
 
 
 @dataclass(frozen=True)
-class _Run:
-    """What every chunk of one range shares."""
+class ChunkRun:
+    """What every chunk of one range (of intervals, or of days in the daily archive) shares."""
 
     settings: Settings
     stores: tuple[ObjectStore, ObjectStore]
@@ -136,10 +144,10 @@ class _Run:
     log: logging.Logger
 
 
-def _run_chunk(run: _Run, intervals: list[Interval], *, retention: list[Interval] | None) -> list[StageResult]:
+def _run_chunk(run: ChunkRun, intervals: list[Interval], *, retention: list[Interval] | None) -> list[StageResult]:
     settings, url, revision = run.settings, run.url, run.revision
     items = [_Item(new_context(STAGE, settings, iv, run.stores, run.log)) for iv in intervals]
-    _each(items, _load)
+    each(items, _load)
     healthy = [item for item in items if item.error is None]
     counts: dict[Interval, dict[str, int]] = {}
     load_clock = time.perf_counter()
@@ -181,7 +189,7 @@ def _run_chunk(run: _Run, intervals: list[Interval], *, retention: list[Interval
             }
         )
 
-    _each(items, write_manifest)
+    each(items, write_manifest)
     done = [item for item in items if item.error is None]
     if retention is not None and done:
         deleted = apply_retention_range(done[0].ctx.store, retention, settings.retention.working_days)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -35,13 +35,12 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cryptopipe import __version__
 from cryptopipe.archive import bulk, models, stage
-from cryptopipe.archive.batch import apply_retention_range
-from cryptopipe.archive.lineage import MANIFEST_VERSION, quality_score, stage_entry
+from cryptopipe.archive.batch import IO_THREADS, ChunkRun, apply_retention_range, each
+from cryptopipe.archive.lineage import MANIFEST_VERSION, parquet_rows, quality_score, stage_entry
 from cryptopipe.archive.warehouse import create_engine, migrate, safe_url, upsert, warehouse_errors
 from cryptopipe.core import layout
 from cryptopipe.core.config import Settings
@@ -57,12 +56,11 @@ from cryptopipe.core.stage import (
     new_day_context,
     sha256,
 )
-from cryptopipe.core.storage import ObjectStore, open_stores
+from cryptopipe.core.storage import open_stores
 from cryptopipe.core.tables import from_parquet_bytes
 
 STAGE = "archive"
 CHUNK_DAYS = 7  # days per warehouse transaction (measured: see docs/batch.md)
-IO_THREADS = 8
 HOURS = 24
 UPSTREAM = ("validate", "transform")  # stages whose day run records give pipeline_runs rows
 WAREHOUSE_TABLES = ("market_snapshots", "indicators", "anomalies")
@@ -114,18 +112,6 @@ class _Day:
         return [iv.start for iv in layout.day_intervals(self.day)]
 
 
-@dataclass(frozen=True)
-class _Run:
-    """What every chunk of one call shares."""
-
-    settings: Settings
-    stores: tuple[ObjectStore, ObjectStore]
-    engine: sa.Engine
-    url: str
-    revision: str
-    log: logging.Logger
-
-
 def run_days(
     settings: Settings, days: list[date], log: logging.Logger, *, chunk_days: int = CHUNK_DAYS
 ) -> list[StageResult]:
@@ -140,7 +126,7 @@ def run_days(
                 revision = migrate(engine)
         except PipelineError as exc:  # nothing can load: every day fails with the warehouse's error
             return [_finish(_Day(new_day_context(STAGE, settings, d, stores, log)), exc) for d in days]
-        run = _Run(settings, stores, engine, url, revision, log)
+        run = ChunkRun(settings, stores, engine, url, revision, log)
         chunks = [days[first : first + chunk_days] for first in range(0, len(days), chunk_days)]
         # The next chunk's inputs are read and its raw archived while this chunk's warehouse load runs (that load
         # spends its time in SQLite/Arrow/the server, outside the GIL): the object work hides behind it.
@@ -174,24 +160,24 @@ def _guarded(items: list[_Day], work: Callable[[], None]) -> None:
         raise
 
 
-def _prepare(run: _Run, days: list[date]) -> list[_Day]:
+def _prepare(run: ChunkRun, days: list[date]) -> list[_Day]:
     """The chunk's inputs read and its raw archived: everything before the warehouse."""
     items = [_Day(new_day_context(STAGE, run.settings, d, run.stores, run.log)) for d in days]
 
     def work() -> None:
-        _each(items, _read_inputs)
+        each(items, _read_inputs)
         _archive_raw(items)
 
     _guarded(items, work)
     return items
 
 
-def _complete(run: _Run, items: list[_Day], *, retention: list[date] | None) -> list[StageResult]:
+def _complete(run: ChunkRun, items: list[_Day], *, retention: list[date] | None) -> list[StageResult]:
     _guarded(items, lambda: _load_and_record(run, items, retention))
     return [_finish(item, item.error) for item in items]
 
 
-def _load_and_record(run: _Run, items: list[_Day], retention: list[date] | None) -> None:
+def _load_and_record(run: ChunkRun, items: list[_Day], retention: list[date] | None) -> None:
     healthy = [item for item in items if item.error is None]
     load_seconds = 0.0
     if healthy:
@@ -207,7 +193,7 @@ def _load_and_record(run: _Run, items: list[_Day], retention: list[date] | None)
     loaded = [item for item in items if item.error is None]
     for item in loaded:
         item.ctx.log.info("warehouse loaded", extra={"day": str(item.day), "rows": item.counts})
-    _each(loaded, lambda item: _write_manifest(run, item, load_seconds / len(loaded)))
+    each(loaded, lambda item: _write_manifest(run, item, load_seconds / len(loaded)))
     done = [item for item in items if item.error is None]
     if retention is not None and done:
         intervals = [iv for d in retention for iv in layout.day_intervals(d)]
@@ -220,19 +206,6 @@ def _load_and_record(run: _Run, items: list[_Day], retention: list[date] | None)
         except PipelineError as exc:
             for item in done:
                 item.error = exc
-
-
-def _each(items: Sequence[_Day], work: Callable[[_Day], None]) -> None:
-    """Run ``work`` on every healthy day, in threads; a typed error fails that day only."""
-
-    def guarded(item: _Day) -> None:
-        try:
-            work(item)
-        except PipelineError as exc:
-            item.error = exc
-
-    with ThreadPoolExecutor(IO_THREADS) as pool:
-        list(pool.map(guarded, [item for item in items if item.error is None]))
 
 
 # --- inputs -----------------------------------------------------------------------------------------------------
@@ -364,7 +337,7 @@ def _archive_raw(items: list[_Day]) -> None:
     def copy(task: tuple[_Day, str]) -> tuple[_Day, dict[str, Any] | PipelineError]:
         item, key = task
         try:
-            return item, _copy_raw(item.ctx, key)
+            return item, stage.copy_raw(item.ctx, key)
         except PipelineError as exc:
             return item, exc
 
@@ -374,16 +347,6 @@ def _archive_raw(items: list[_Day]) -> None:
                 item.error = item.error or outcome
             else:
                 item.archived.append(outcome)
-
-
-def _copy_raw(ctx: StageContext, key: str) -> dict[str, Any]:
-    data = ctx.store.get(key)
-    digest = sha256(data)
-    target = layout.archive_key(key)
-    ctx.archive_store.put_once(target, data)
-    if sha256(ctx.archive_store.get(target)) != digest:
-        raise StorageError(f"archive copy {ctx.archive_store.url(target)} does not match its source checksum")
-    return {"key": target, "source": key, "sha256": digest, "bytes": len(data)}
 
 
 # --- the warehouse ----------------------------------------------------------------------------------------------
@@ -454,20 +417,12 @@ def _describe(item: _Day) -> list[dict[str, Any]]:
             data = item.read.get(key)
             if data is None:
                 data = store.get(key)
-            rows = _parquet_rows(key, data)
+            rows = parquet_rows(key, data)
             objects.append({"key": key, "sha256": sha256(data), "bytes": len(data), "rows": rows})
     return sorted(objects, key=lambda o: o["key"])
 
 
-def _parquet_rows(key: str, data: bytes) -> int | None:
-    if not key.endswith(".parquet"):
-        return None
-    import pyarrow.parquet as pq
-
-    return int(pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows)
-
-
-def _write_manifest(run: _Run, item: _Day, warehouse_seconds: float) -> None:
+def _write_manifest(run: ChunkRun, item: _Day, warehouse_seconds: float) -> None:
     ctx, day = item.ctx, item.day
     hours = [
         {

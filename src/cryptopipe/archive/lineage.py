@@ -38,7 +38,8 @@ def read_run_records(store: ObjectStore, interval: Interval) -> list[dict[str, A
     return records
 
 
-def _rows(key: str, data: bytes) -> int | None:
+def parquet_rows(key: str, data: bytes) -> int | None:
+    """The row count of a Parquet object from its footer; None for any other object."""
     if not key.endswith(".parquet"):
         return None
     return int(pq.ParquetFile(io.BytesIO(data)).metadata.num_rows)
@@ -49,7 +50,7 @@ def describe_objects(store: ObjectStore, interval: Interval) -> list[dict[str, A
     for prefix in INTERVAL_PREFIXES:
         for key in store.list(f"{prefix}/{interval.partition}/"):
             data = store.get(key)
-            objects.append({"key": key, "sha256": sha256(data), "bytes": len(data), "rows": _rows(key, data)})
+            objects.append({"key": key, "sha256": sha256(data), "bytes": len(data), "rows": parquet_rows(key, data)})
     return sorted(objects, key=lambda o: o["key"])
 
 

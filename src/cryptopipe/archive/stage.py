@@ -86,16 +86,18 @@ def _read_json(ctx: StageContext, key: str) -> dict[str, Any] | None:
 
 def archive_raw(ctx: StageContext) -> list[dict[str, Any]]:
     """Copy every raw object of the interval to the archive, write-once, and verify it by reading it back."""
-    copied = []
-    for key in ctx.store.list(layout.raw_prefix(ctx.interval)):
-        data = ctx.store.get(key)
-        digest = sha256(data)
-        target = layout.archive_key(key)
-        ctx.archive_store.put_once(target, data)
-        if sha256(ctx.archive_store.get(target)) != digest:
-            raise StorageError(f"archive copy {ctx.archive_store.url(target)} does not match its source checksum")
-        copied.append({"key": target, "source": key, "sha256": digest, "bytes": len(data)})
-    return copied
+    return [copy_raw(ctx, key) for key in ctx.store.list(layout.raw_prefix(ctx.interval))]
+
+
+def copy_raw(ctx: StageContext, key: str) -> dict[str, Any]:
+    """One raw object to the archive, write-once, verified by reading the copy back."""
+    data = ctx.store.get(key)
+    digest = sha256(data)
+    target = layout.archive_key(key)
+    ctx.archive_store.put_once(target, data)
+    if sha256(ctx.archive_store.get(target)) != digest:
+        raise StorageError(f"archive copy {ctx.archive_store.url(target)} does not match its source checksum")
+    return {"key": target, "source": key, "sha256": digest, "bytes": len(data)}
 
 
 def _json_safe(value: Any) -> Any:
