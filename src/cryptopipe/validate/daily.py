@@ -61,10 +61,10 @@ from cryptopipe.core.storage import ObjectStore, open_stores
 from cryptopipe.core.tables import from_parquet_bytes
 from cryptopipe.validate.batch import FallBackError, RangeValidator, batchable, validate_tables
 from cryptopipe.validate.frame import to_frame
-from cryptopipe.validate.gx_runner import ASSET_NAME, Outcome, _quiet_gx, build_checkpoint, import_gx, outcomes_of
+from cryptopipe.validate.gx_runner import Outcome, import_gx, run_checks
 from cryptopipe.validate.report import Verdict, build_report, judge, quality_score
 from cryptopipe.validate.stage import split_table
-from cryptopipe.validate.suite import SUITE_NAME, SUITE_VERSION, Check, build_suite
+from cryptopipe.validate.suite import Check, build_suite
 
 STAGE = "validate"
 CHUNK_DAYS = 31  # days per GX run, as range mode's CHUNK_HOURS: bounds the pandas frame (~190k rows at 250 coins)
@@ -299,18 +299,9 @@ def _evaluate(settings: Settings, hours: list[_Hour], validator: RangeValidator,
 
 def _hourly_outcomes(settings: Settings, hour: _Hour) -> tuple[list[Check], dict[str, Outcome]]:
     checks = build_suite(settings, hour.interval, hour.table)
-    with _quiet_gx():
-        checkpoint = build_checkpoint(
-            checks,
-            asset=ASSET_NAME,
-            batch="interval",
-            definition=f"{SUITE_NAME}-{hour.interval.start:%Y%m%dT%H}",
-            checkpoint="validate",
-            meta={"suite_version": SUITE_VERSION},
-            docs_dir=None,
-        )
-        run = checkpoint.run(batch_parameters={"dataframe": to_frame(hour.table, settings.quality)})
-    return checks, outcomes_of(run, checks)
+    frame = to_frame(hour.table, settings.quality)
+    run_name = f"{hour.interval.start:%Y%m%dT%H}"  # as the hourly stage names its run
+    return checks, run_checks(frame, checks, run_name=run_name, run_time=hour.interval.end, docs_dir=None)
 
 
 # --- one day's outputs -------------------------------------------------------------------------------------------

@@ -178,9 +178,9 @@ def outcomes_of(run: Any, checks: list[Check]) -> dict[str, Outcome]:
 
 
 def run_checks(
-    frame: pd.DataFrame, checks: list[Check], *, run_name: str, run_time: datetime, docs_dir: Path
+    frame: pd.DataFrame, checks: list[Check], *, run_name: str, run_time: datetime, docs_dir: Path | None
 ) -> dict[str, Outcome]:
-    """Validate the frame against the checks; Data Docs are written under ``docs_dir``."""
+    """Validate the frame against the checks; Data Docs are written under ``docs_dir`` (None: no Data Docs)."""
     from great_expectations.core.run_identifier import RunIdentifier
 
     with _quiet_gx():
