@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import TypeVar
 
 from cryptopipe.core.config import Settings
 from cryptopipe.core.errors import ConfigError, ExitCode, PipelineError
@@ -125,16 +126,24 @@ def _error_of(result: StageResult) -> PipelineError:
     return err
 
 
+T = TypeVar("T")
+
+
+def _runs(items: list[T], adjacent: Callable[[T, T], bool]) -> list[list[T]]:
+    """Split into runs whose neighbours are ``adjacent``."""
+    segments: list[list[T]] = []
+    for item in items:
+        if segments and adjacent(segments[-1][-1], item):
+            segments[-1].append(item)
+        else:
+            segments.append([item])
+    return segments
+
+
 def consecutive(intervals: list[Interval]) -> list[list[Interval]]:
     """Split into runs of consecutive hours: an interval stopped upstream leaves a gap a range cannot span
     (transform's range reads one contiguous window)."""
-    segments: list[list[Interval]] = []
-    for interval in intervals:
-        if segments and segments[-1][-1].end == interval.start:
-            segments[-1].append(interval)
-        else:
-            segments.append([interval])
-    return segments
+    return _runs(intervals, lambda a, b: a.end == b.start)
 
 
 def _run_range(
@@ -178,13 +187,18 @@ def split_parts(segment: list[Interval], workers: int) -> list[list[Interval]]:
     return [segment[i : i + size] for i in range(0, len(segment), size)]
 
 
+def _worker_log(name: str, level: int, secrets: list[str]) -> logging.Logger:
+    """A spawned worker logs like its parent, with the parent's secrets still redacted."""
+    for secret in secrets:
+        register_secret(secret)
+    return setup_logging(name, logging.getLevelName(level))
+
+
 def _range_part(
     name: str, settings: Settings, part: list[Interval], level: int, secrets: list[str]
 ) -> list[StageResult]:
     """A worker process: the same range function on its part, logging like its parent, secrets still redacted."""
-    for secret in secrets:
-        register_secret(secret)
-    log = setup_logging(name, logging.getLevelName(level))
+    log = _worker_log(name, level, secrets)
     range_fn = range_function(name)
     assert range_fn is not None
     return _run_range(range_fn, name, settings, part, log)
@@ -280,13 +294,7 @@ BLOCK_DAYS = 28  # the daily layout's pipelining unit: a stage runs a block whil
 
 def consecutive_days(days: list[date]) -> list[list[date]]:
     """Runs of consecutive days: a day stopped upstream leaves a gap (transform reads one contiguous window)."""
-    segments: list[list[date]] = []
-    for day in days:
-        if segments and (day - segments[-1][-1]).days == 1:
-            segments[-1].append(day)
-        else:
-            segments.append([day])
-    return segments
+    return _runs(days, lambda a, b: (b - a).days == 1)
 
 
 def _run_days(fn: DayFn, name: str, settings: Settings, days: list[date], log: logging.Logger) -> list[StageResult]:
@@ -301,10 +309,7 @@ def _run_days(fn: DayFn, name: str, settings: Settings, days: list[date], log: l
 
 def _day_block(name: str, settings: Settings, days: list[date], level: int, secrets: list[str]) -> list[StageResult]:
     """A worker process of the daily layout (see ``_range_part``): one stage over one block of days."""
-    for secret in secrets:
-        register_secret(secret)
-    log = setup_logging(name, logging.getLevelName(level))
-    return _run_days(day_function(name), name, settings, days, log)
+    return _run_days(day_function(name), name, settings, days, _worker_log(name, level, secrets))
 
 
 @dataclass
@@ -336,11 +341,17 @@ class _Pipeline:
 
 
 def _run_daily_stages(
-    settings: Settings, days: list[date], stages: list[str], log: logging.Logger, *, workers: int, summary: RunSummary
-) -> set[date]:
+    settings: Settings,
+    days: list[date],
+    fns: dict[str, DayFn],
+    log: logging.Logger,
+    *,
+    workers: int,
+    summary: RunSummary,
+) -> None:
     """validate/transform/archive over the days: in this process (workers == 1), else pipelined over ``workers``
     processes in blocks of BLOCK_DAYS (a stage's block runs while the next stage runs the block before)."""
-    fns = {name: day_function(name) for name in stages}
+    stages = list(fns)
     pipe = _Pipeline(stages, [days[i : i + BLOCK_DAYS] for i in range(0, len(days), BLOCK_DAYS)])
     results: dict[tuple[int, int], list[StageResult]] = {}
 
@@ -380,7 +391,6 @@ def _run_daily_stages(
                 if result.status == "failed":
                     day_start_hour = Interval.starting(parse_utc(result.interval_start, "run record"))
                     summary.failures.append((day_start_hour, name, _error_of(result)))
-    return pipe.stopped
 
 
 def run_pipeline_daily(
@@ -396,9 +406,7 @@ def run_pipeline_daily(
         raise ConfigError(f"--workers {workers}: must be between 1 and {MAX_WORKERS}")
     days = whole_days(intervals)
     functions = {name: load_stage(name) for name in stages}  # fail fast on a missing extra
-    daily = [name for name in stages if name != "ingest"]
-    for name in daily:
-        day_function(name)
+    fns = {name: day_function(name) for name in stages if name != "ingest"}
     store, _ = open_stores(settings.storage)
     summary = RunSummary(storage_uri=store.uri, batch=True)
     stopped: set[date] = set()
@@ -412,9 +420,9 @@ def run_pipeline_daily(
                 stopped.add(interval.start.date())
                 summary.failures.append((interval, "ingest", exc))
     todo = [day for day in days if day not in stopped]
-    if daily and todo:
-        log.info("stages run over days", extra={"stages": daily, "days": len(todo), "workers": workers})
-        _run_daily_stages(settings, todo, daily, log, workers=workers, summary=summary)
+    if fns and todo:
+        log.info("stages run over days", extra={"stages": list(fns), "days": len(todo), "workers": workers})
+        _run_daily_stages(settings, todo, fns, log, workers=workers, summary=summary)
     summary.failures.sort(key=lambda f: (f[0].start, stages.index(f[1])))
     return summary
 
