@@ -25,7 +25,7 @@ import io
 import sqlite3
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cryptopipe.archive import models
-from cryptopipe.archive.warehouse import lock_interval
+from cryptopipe.archive.warehouse import lock_interval, warehouse_errors
 from cryptopipe.core.errors import WarehouseError
 
 TABLES: dict[str, sa.Table] = {t.name: t for t in (models.market_snapshots, models.indicators, models.anomalies)}
@@ -165,19 +165,10 @@ def _describe(rows: Mapping[str, pa.Table]) -> str:
     return ", ".join(f"{t.num_rows} {name}" for name, t in rows.items()) or "no"
 
 
-@contextmanager
-def _failures(conn: Connection, action: str) -> Iterator[None]:
+def _failures(conn: Connection, action: str) -> AbstractContextManager[None]:
     """Driver, ADBC and Arrow errors as one WarehouseError naming the warehouse (no password) and what failed."""
-    try:
-        yield
-    except WarehouseError:
-        raise
-    except (sa.exc.SQLAlchemyError, sqlite3.Error, pa.ArrowException, OSError, *_driver_errors()) as exc:
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        raise WarehouseError(
-            f"warehouse {conn.engine.url.render_as_string(hide_password=True)}: {action} failed: "
-            f"{detail[0] if detail else type(exc).__name__}"
-        ) from exc
+    url = conn.engine.url.render_as_string(hide_password=True)
+    return warehouse_errors(url, action, also=(sqlite3.Error, pa.ArrowException, OSError, *_driver_errors()))
 
 
 def _driver_errors() -> tuple[type[Exception], ...]:

@@ -58,15 +58,18 @@ def _sqlite_page_size(dbapi_connection: Any, _record: Any) -> None:
 
 
 @contextmanager
-def warehouse_errors(url: str, action: str) -> Iterator[None]:
-    """Turn driver errors into one WarehouseError that says what failed and where (never the password)."""
+def warehouse_errors(url: str, action: str, also: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """Turn driver errors (and ``also``: e.g. the bulk load's ADBC and Arrow errors) into one WarehouseError that
+    says what failed and where (never the password)."""
     try:
         yield
     except WarehouseError:
         raise
-    except sa.exc.SQLAlchemyError as exc:
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise WarehouseError(f"warehouse {safe_url(url)}: {action} failed: {detail}") from exc
+    except (sa.exc.SQLAlchemyError, *also) as exc:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise WarehouseError(
+            f"warehouse {safe_url(url)}: {action} failed: {detail[0] if detail else type(exc).__name__}"
+        ) from exc
 
 
 def migrate(engine: Engine) -> str:
