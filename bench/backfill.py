@@ -29,7 +29,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, BenchConfig, Result, Target, environment, pipeline_env
+from bench.common import CHILD_TIMEOUT_S, REPO, BenchConfig, Result, Target, environment, pipeline_env
 
 YEAR_HOURS = 8760
 TARGET_SECONDS = 60.0
@@ -88,6 +88,7 @@ def _worker(stage: str, start: str, hours: int) -> dict[str, Any]:
         env=env,
         cwd=REPO,
         check=False,
+        timeout=CHILD_TIMEOUT_S,
     )
     wall = time.perf_counter() - began
     if proc.returncode != 0:

@@ -20,6 +20,9 @@ from tests.support.envvars import environment  # noqa: F401 - the benchmarks set
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
+# A child process of a benchmark that runs longer than this is hung, not slow (the full year takes ~4 min): it is
+# killed and the benchmark fails naming it, instead of holding `make bench` or a CI run forever.
+CHILD_TIMEOUT_S = 3600.0
 LIBRARIES = (
     "apache-airflow",
     "apache-airflow-providers-cncf-kubernetes",

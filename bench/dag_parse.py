@@ -16,7 +16,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from bench.common import REPO, BenchConfig, Result, Target, median
+from bench.common import CHILD_TIMEOUT_S, REPO, BenchConfig, Result, Target, median
 
 DAGS = REPO / "dags"
 HEAVY = ("pandas", "great_expectations", "boto3", "botocore", "pyarrow", "cryptopipe", "matplotlib")
@@ -62,7 +62,13 @@ def _probe(home: Path, mode: str) -> dict:
         "PYTHONPATH": str(DAGS),
     }
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE, str(DAGS), mode], capture_output=True, text=True, env=env, check=False, cwd=home
+        [sys.executable, "-c", PROBE, str(DAGS), mode],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        cwd=home,
+        timeout=CHILD_TIMEOUT_S,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"DAG parse probe failed ({proc.returncode}): {proc.stderr[-3000:]}")

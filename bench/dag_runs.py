@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, BenchConfig, Result, Target, median
+from bench.common import CHILD_TIMEOUT_S, REPO, BenchConfig, Result, Target, median
 
 FIRST = datetime(2026, 11, 22, 13, tzinfo=UTC)
 LATENCY_TARGET_S = 30.0
@@ -41,7 +41,9 @@ def _child(kind: str, cfg: BenchConfig) -> dict[str, Any]:
         args.append("smoke" if cfg.smoke else "full")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CRYPTOPIPE_", "PIPELINE_", "AIRFLOW"))}
         env["PYTHONPATH"] = str(REPO)
-        proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            args, cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=CHILD_TIMEOUT_S
+        )
         if proc.returncode != 0 or not out.exists():
             raise RuntimeError(f"{kind} child exited {proc.returncode}: {proc.stderr[-4000:]}")
         return json.loads(out.read_text())

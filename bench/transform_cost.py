@@ -20,6 +20,7 @@ from typing import Any
 
 from bench.baseline import run_baseline, write_history_csv
 from bench.common import (
+    CHILD_TIMEOUT_S,
     BenchConfig,
     Result,
     Target,
@@ -98,6 +99,7 @@ def _cli_cold(spec: Spec) -> float:
         capture_output=True,
         text=True,
         check=False,
+        timeout=CHILD_TIMEOUT_S,
     )
     seconds = time.perf_counter() - began
     if proc.returncode != 0:

@@ -21,6 +21,7 @@ from pathlib import Path
 from tests.support.net import free_port, port_open, wait_for
 
 PASSWORD = "cryptopipe-test"  # a throwaway credential for a loopback test server
+COMMAND_TIMEOUT_S = 120  # initdb, pg_ctl start -w (its own 60 s wait) and stop: none should take longer
 
 
 def find_pg_bin() -> Path | None:
@@ -47,14 +48,16 @@ class PostgresServer:
     def _run(self, args: list[str]) -> subprocess.CompletedProcess[bytes]:
         kwargs: dict[str, object] = {}
         if os.geteuid() == 0:
+            # user=/group= switch after fork in C; a preexec_fn runs Python in the child, which can deadlock when
+            # the parent has threads (the Kubernetes API double, xdist), and did hang a CI run for its whole budget.
             pw = pwd.getpwnam("postgres")
-
-            def demote() -> None:
-                os.setgid(pw.pw_gid)
-                os.setuid(pw.pw_uid)
-
-            kwargs["preexec_fn"] = demote
-        return subprocess.run(args, check=True, capture_output=True, cwd=self.workdir, **kwargs)  # type: ignore[call-overload]
+            kwargs.update(user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
+        try:
+            return subprocess.run(  # type: ignore[call-overload, no-any-return]
+                args, check=True, capture_output=True, cwd=self.workdir, timeout=COMMAND_TIMEOUT_S, **kwargs
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError(f"{' '.join(args)} did not finish in {COMMAND_TIMEOUT_S} s: {exc.stderr!r}") from exc
 
     @property
     def data_dir(self) -> Path:
