@@ -49,7 +49,8 @@ class PostgresServer:
         kwargs: dict[str, object] = {}
         if os.geteuid() == 0:
             # user=/group= switch after fork in C; a preexec_fn runs Python in the child, which can deadlock when
-            # the parent has threads (the Kubernetes API double, xdist), and did hang a CI run for its whole budget.
+            # the parent has threads (the Kubernetes API double, xdist). A CI run once hung near the end of the suite
+            # with no output; this is one suspect, not a proven cause (pytest-timeout now bounds any such hang).
             pw = pwd.getpwnam("postgres")
             kwargs.update(user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
         try:
