@@ -37,6 +37,25 @@ def day_run_record_key(day: date, stage: str) -> str:
     return f"{RUNS}/{DAILY}/date={day:%Y-%m-%d}/{stage}.json"
 
 
+def day_hour_quality(record: Any) -> list[dict[str, Any]] | None:
+    """validate's per-hour quality figures from its day run record (``metrics.hours``, in hour order: interval_start,
+    quality_score, warning_failures, rows_quarantined), the same numbers its day report holds; None if the record
+    lacks any of them (written before they were recorded): the caller then parses the day report."""
+    metrics = record.get("metrics") if isinstance(record, dict) else None
+    hours = metrics.get("hours") if isinstance(metrics, dict) else None
+    if not isinstance(hours, list) or len(hours) != 24:
+        return None
+    for hour in hours:
+        if not isinstance(hour, dict) or not isinstance(hour.get("interval_start"), str):
+            return None
+        if any(not isinstance(hour.get(name), int | float) for name in _HOUR_QUALITY_FIELDS):
+            return None
+    return hours
+
+
+_HOUR_QUALITY_FIELDS = ("quality_score", "warning_failures", "rows_quarantined")
+
+
 # Stages whose outputs a daily-layout day holds as day objects; an hourly run of one of its hours would write
 # hourly objects beside them (and validate would delete the day's compaction), so it is refused.
 DAILY_LAYOUT_STAGES = ("validate", "transform", "archive")

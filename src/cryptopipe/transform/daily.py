@@ -58,6 +58,8 @@ from cryptopipe.core.stage import (
     ObjectRef,
     StageContext,
     StageResult,
+    day_hour_quality,
+    day_run_record_key,
     finish_stage,
     new_day_context,
     sha256,
@@ -300,7 +302,30 @@ def _carry(job: _Job, slots: list[_Day], anchor_day: date) -> None:
 
 
 def _quality_by_hour(ctx: StageContext, day: date) -> dict[str, dict[str, Any]]:
-    """Each hour's quality summary (keyed by interval start) from validate's day report; none when absent."""
+    """Each hour's quality summary (keyed by interval start): from validate's day run record, which carries the
+    hours' figures (parsing the ~0.7 MB day report for them cost ~2.5 s of CPU a year); from the day report when
+    the record lacks them; none when neither exists."""
+    key = day_run_record_key(day, "validate")
+    data = ctx.store.get_or_none(key)
+    try:
+        hours = day_hour_quality(json.loads(data)) if data is not None else None
+    except (UnicodeDecodeError, ValueError):
+        hours = None
+    if data is not None and hours is not None:
+        ctx.result.inputs.append(ObjectRef(key, sha256(data), len(data)))
+        return {
+            hour["interval_start"]: quality_summary_of(
+                {
+                    "quality_score": hour["quality_score"],
+                    "summary": {k: hour[k] for k in ("warning_failures", "rows_quarantined")},
+                }
+            )
+            for hour in hours
+        }
+    return _quality_from_report(ctx, day)
+
+
+def _quality_from_report(ctx: StageContext, day: date) -> dict[str, dict[str, Any]]:
     key = quality_daily_report_key(day)
     data = ctx.store.get_or_none(key)
     if data is None:

@@ -430,6 +430,7 @@ def _day_metrics(ctx: StageContext, judged: list[_Judged], report: dict[str, Any
                     "quality_score": r["quality_score"]["value"],
                     "rows": r["summary"]["rows_in"],
                     "rows_quarantined": r["summary"]["rows_quarantined"],
+                    "warning_failures": r["summary"]["warning_failures"],
                     "status": r["summary"]["gate"],
                 }
                 for r in report["intervals"]

@@ -25,7 +25,7 @@ from cryptopipe.core import layout
 from cryptopipe.core.compaction import compact_tables
 from cryptopipe.core.layout import Interval
 from cryptopipe.core.schema import SNAPSHOT_SCHEMA
-from cryptopipe.core.stage import day_run_record_key, execute_stage, json_bytes, run_record_key
+from cryptopipe.core.stage import day_hour_quality, day_run_record_key, execute_stage, json_bytes, run_record_key
 from cryptopipe.core.storage import FileStore
 from cryptopipe.core.tables import conform, read_table, to_parquet_bytes
 from tests.support.postgres import PostgresServer
@@ -171,6 +171,9 @@ def test_daily_load_equals_hourly_range_load(
         assert len(manifest["archive"]) == 48  # 24 raw pages and their sidecars
         assert set(manifest["stages"]) == {"validate", "transform"}
         assert [h["rows"]["anomalies"] for h in manifest["intervals"]][:3] == [0, 1, 2]
+        # validate's day record here predates the hours' figures: they are read from the day report
+        first = HOURS.index(layout.day_intervals(day)[0])
+        assert [h["quality_score"] for h in manifest["intervals"]] == [0.9 + (first + h) / 1000 for h in range(24)]
         # the earlier hourly archive's manifests and run records stay (append-only history); the warehouse points
         # every interval at the day manifest
         assert bool(daily.list(f"manifests/date={day}/")) == (day == DAYS[0])
@@ -276,6 +279,15 @@ def test_after_real_validate_and_transform_daily_equals_hourly(
     assert len(runs) == len(set(runs)) == 48 * 3  # validate, transform, archive: one row per interval each
     scores = [r[4] for r in sorted(rows(urls["daily"], models.interval_manifests))]
     assert scores == [r[4] for r in sorted(rows(urls["hourly"], models.interval_manifests))]
+    daily, hourly = FileStore(roots["daily"]), FileStore(roots["hourly"])
+    for day in DAYS:  # the hours' scores come from validate's day record (it carries them), equal to the reports'
+        assert day_hour_quality(json.loads(daily.get(day_run_record_key(day, "validate")))) is not None
+        manifest = json.loads(daily.get(layout.manifest_daily_key(day)))
+        expected = [
+            json.loads(hourly.get(layout.manifest_key(iv)))["quality_score"] for iv in layout.day_intervals(day)
+        ]
+        assert [hour["quality_score"] for hour in manifest["intervals"]] == expected
+        assert all(isinstance(score, float) for score in expected)
 
 
 def test_a_bug_is_recorded_on_the_days_and_raised(

@@ -119,10 +119,32 @@ def _day_objects(root: Path, days: list[date]) -> dict[str, bytes]:
     return {key: store.get(key) for day in days for key in (indicators_daily_key(day), alerts_daily_key(day))}
 
 
+def _quality_to_day_record(store: FileStore, day: date) -> None:
+    """validate's day run record carrying the hours' quality figures, and no day report: what transform reads
+    then can only have come from the record."""
+    report = json.loads(store.get(quality_daily_report_key(day)))
+    hours = [
+        {
+            "interval_start": hour["interval"]["start"],
+            "quality_score": hour["quality_score"]["value"],
+            "warning_failures": hour["summary"]["warning_failures"],
+            "rows_quarantined": hour["summary"]["rows_quarantined"],
+            "status": "passed",
+        }
+        for hour in report["intervals"]
+    ]
+    store.put(day_run_record_key(day, "validate"), json_bytes({"status": "success", "metrics": {"hours": hours}}))
+    store.delete(quality_daily_report_key(day))
+
+
+@pytest.mark.parametrize("quality_from", ["day report", "validate day record"])
 def test_days_equal_hourly_range_mode(
-    roots: tuple[Path, Path], settings_for: Callable[..., Settings], quiet_log: logging.Logger
+    roots: tuple[Path, Path], settings_for: Callable[..., Settings], quiet_log: logging.Logger, quality_from: str
 ) -> None:
     hourly_root, daily_root = roots
+    if quality_from == "validate day record":
+        for day in DAYS:
+            _quality_to_day_record(FileStore(daily_root), day)
     run_range(_settings(settings_for, hourly_root), _range_intervals(DAYS), quiet_log)
     results = daily.run_days(_settings(settings_for, daily_root), DAYS, quiet_log)
 
@@ -143,7 +165,7 @@ def test_days_equal_hourly_range_mode(
             expected_alerts = json.loads(hourly.get(alerts_key(interval)))
             assert alerts["report_uri"] == page
             assert {**alerts, "report_uri": None} == {**expected_alerts, "report_uri": None}, str(interval)
-            assert alerts["quality"]["score"] is not None  # taken from the day report
+            assert alerts["quality"]["score"] is not None  # taken from the day report or validate's day record
             anomalies += len(alerts["anomalies"])
 
         per_hour = [len(a["anomalies"]) for a in document["intervals"]]
@@ -155,7 +177,8 @@ def test_days_equal_hourly_range_mode(
         record = json.loads(store.get(day_run_record_key(day, "transform")))
         assert record["status"] == "success"
         inputs = {ref["key"] for ref in record["inputs"]}
-        assert {validated_daily_key(day), quality_daily_report_key(day)} <= inputs
+        source = quality_daily_report_key(day) if quality_from == "day report" else day_run_record_key(day, "validate")
+        assert {validated_daily_key(day), source} <= inputs
         outputs = {ref["key"]: ref for ref in record["outputs"]}
         assert outputs[indicators_daily_key(day)]["rows"] == actual.num_rows
         html = store.get(report_daily_prefix(day) + "index.html").decode()

@@ -24,7 +24,7 @@ from cryptopipe.core.layout import (
     validated_key,
 )
 from cryptopipe.core.schema import QUARANTINE_SCHEMA
-from cryptopipe.core.stage import day_run_record_key, run_record_key, sealed_day
+from cryptopipe.core.stage import day_hour_quality, day_run_record_key, run_record_key, sealed_day
 from cryptopipe.core.storage import FileStore
 from cryptopipe.core.tables import conform, read_table, to_parquet_bytes, write_table
 from cryptopipe.validate import daily
@@ -110,6 +110,14 @@ def test_clean_days_equal_hourly_range_then_compaction(
         rec = record(store, day)
         assert rec["status"] == "success" and rec["metrics"]["layout"] == "daily"
         assert [h["interval_start"] for h in rec["metrics"]["hours"]] == [iv.start.isoformat() for iv in hours]
+        # the hours' quality figures transform and archive take from the record instead of parsing the report
+        assert day_hour_quality(rec) == rec["metrics"]["hours"]
+        assert [
+            (h["quality_score"], h["warning_failures"], h["rows_quarantined"]) for h in rec["metrics"]["hours"]
+        ] == [
+            (r["quality_score"]["value"], r["summary"]["warning_failures"], r["summary"]["rows_quarantined"])
+            for r in report["intervals"]
+        ]
         assert [i["key"] for i in rec["inputs"]] == [staging_key(iv) for iv in hours]
         assert all(len(ref["sha256"]) == 64 for ref in rec["inputs"] + rec["outputs"])
         outputs = {o["key"] for o in rec["outputs"]}
@@ -280,3 +288,18 @@ def test_a_bug_is_recorded_on_the_open_days_and_propagates(
     rec = record(store, D1)
     assert (rec["status"], rec["exit_code"]) == ("failed", 1) and "a bug in the report" in rec["message"]
     assert not sealed_day(store, D1)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        None,
+        {"status": "skipped", "metrics": {"layout": "daily"}},  # backfilled history: no hours
+        {"metrics": {"hours": [{"interval_start": "2026-11-22T00:00:00+00:00", "quality_score": 1.0}] * 24}},
+        {"metrics": {"hours": [{"quality_score": 1, "warning_failures": 0, "rows_quarantined": 0}] * 24}},
+        {"metrics": {"hours": []}},
+    ],
+    ids=["no record", "no hours", "hours without the counts", "hours without their start", "not 24 hours"],
+)
+def test_day_hour_quality_is_none_for_a_record_without_the_figures(record: object) -> None:
+    assert day_hour_quality(record) is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -83,6 +83,28 @@ def test_listing_by_partition(store: ObjectStore) -> None:
     assert day == [f"validated/x/date=2026-11-22/hour={h}/snapshots.parquet" for h in ("00", "01", "02")]
     assert len(store.list("validated/x/")) == 4
     assert store.list("absent/") == []
+
+
+def test_file_store_listing_hides_temp_files_and_names_an_unreadable_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FileStore(tmp_path / "store")
+    for key in ("top.json", "a/b/c.parquet", "a/d.json", "a/b/.c.parquet.tmp-123"):
+        path = store.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    assert store.list("") == ["a/b/c.parquet", "a/d.json", "top.json"]  # sorted keys, in-flight temp file hidden
+    assert store.list("a/") == store.list("a") == ["a/b/c.parquet", "a/d.json"]
+    assert store.list("a/d.json") == ["a/d.json"]
+
+    def unreadable(top: object, onerror: Callable[[OSError], None]) -> Iterator[tuple[str, list[str], list[str]]]:
+        # what os.walk does for a folder it may not read (tests run as root, which reads any folder)
+        onerror(PermissionError(13, "Permission denied", str(store.root / "a" / "b")))
+        yield from ()
+
+    monkeypatch.setattr(storage.os, "walk", unreadable)
+    with pytest.raises(StorageError, match=r"cannot list .*a/b: Permission denied"):
+        store.list("a/")
 
 
 def test_delete_is_idempotent(store: ObjectStore) -> None:
