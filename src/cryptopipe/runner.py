@@ -6,6 +6,7 @@ same stage functions and the same storage keys, so what works here works there.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -273,7 +274,7 @@ def _refuse_daily_days(store: ObjectStore, intervals: list[Interval], stages: li
         ensure_hourly_allowed(store, first, checked[0])
 
 
-DayFn = Callable[[Settings, list[date], logging.Logger], list[StageResult]]
+DayFn = Callable[..., list[StageResult]]  # (settings, days, log) -> a result per day; transform: charts=
 
 
 def day_function(name: str) -> DayFn:
@@ -290,6 +291,22 @@ def day_function(name: str) -> DayFn:
 
 
 BLOCK_DAYS = 28  # the daily layout's pipelining unit: a stage runs a block while the next stage runs the one before
+TAIL_MIN_DAYS = 7  # the smallest block of the tapered tail (see day_blocks)
+
+
+def day_blocks(days: list[date], size: int) -> list[list[date]]:
+    """Blocks of ``size`` days, the last ``size`` days split in halves down to TAIL_MIN_DAYS (28 -> 14, 7, 7): the
+    last block runs validate, transform and archive one after the other with nothing else left to run beside it,
+    so the smaller it is, the less a core idles at the end."""
+    tail = min(len(days), size)
+    head = len(days) - tail
+    sizes = [min(size, head - first) for first in range(0, head, size)]
+    while tail >= 2 * TAIL_MIN_DAYS:
+        sizes.append(tail - tail // 2)
+        tail //= 2
+    sizes += [tail] if tail else []
+    ends = list(itertools.accumulate(sizes))
+    return [days[end - n : end] for n, end in zip(sizes, ends, strict=True)]
 
 
 def consecutive_days(days: list[date]) -> list[list[date]]:
@@ -297,19 +314,28 @@ def consecutive_days(days: list[date]) -> list[list[date]]:
     return _runs(days, lambda a, b: (b - a).days == 1)
 
 
-def _run_days(fn: DayFn, name: str, settings: Settings, days: list[date], log: logging.Logger) -> list[StageResult]:
+def _run_days(
+    fn: DayFn, name: str, settings: Settings, days: list[date], log: logging.Logger, *, final: bool = True
+) -> list[StageResult]:
+    """``fn`` over the runs of consecutive days. ``final``: these days end the whole run, so transform draws the
+    charts of their last day (as range mode draws the last interval's); an earlier block's last day gets none,
+    which keeps the day objects the same however the run is split into blocks."""
     results: list[StageResult] = []
-    for segment in consecutive_days(days):
-        got = fn(settings, segment, log)
+    segments = consecutive_days(days)
+    for n, segment in enumerate(segments):
+        last = final and n == len(segments) - 1
+        got = fn(settings, segment, log, charts=last) if name == "transform" else fn(settings, segment, log)
         if len(got) != len(segment):  # a contract breach would silently drop days from the summary
             raise RuntimeError(f"{name}.run_days returned {len(got)} results for {len(segment)} days")
         results.extend(got)
     return results
 
 
-def _day_block(name: str, settings: Settings, days: list[date], level: int, secrets: list[str]) -> list[StageResult]:
+def _day_block(
+    name: str, settings: Settings, days: list[date], level: int, secrets: list[str], *, final: bool
+) -> list[StageResult]:
     """A worker process of the daily layout (see ``_range_part``): one stage over one block of days."""
-    return _run_days(day_function(name), name, settings, days, _worker_log(name, level, secrets))
+    return _run_days(day_function(name), name, settings, days, _worker_log(name, level, secrets), final=final)
 
 
 @dataclass
@@ -352,7 +378,7 @@ def _run_daily_stages(
     """validate/transform/archive over the days: in this process (workers == 1), else pipelined over ``workers``
     processes in blocks of BLOCK_DAYS (a stage's block runs while the next stage runs the block before)."""
     stages = list(fns)
-    pipe = _Pipeline(stages, [days[i : i + BLOCK_DAYS] for i in range(0, len(days), BLOCK_DAYS)])
+    pipe = _Pipeline(stages, day_blocks(days, BLOCK_DAYS))
     results: dict[tuple[int, int], list[StageResult]] = {}
 
     def record(key: tuple[int, int], got: list[StageResult]) -> None:
@@ -365,7 +391,8 @@ def _run_daily_stages(
     if workers <= 1:
         for s, name in enumerate(stages):
             for b in range(len(pipe.blocks)):
-                record((s, b), _run_days(fns[name], name, settings, pipe.todo(b), log))
+                final = b == len(pipe.blocks) - 1
+                record((s, b), _run_days(fns[name], name, settings, pipe.todo(b), log, final=final))
     else:
         context = multiprocessing.get_context("spawn")  # as _run_parts: no inherited thread state
         level, secrets = log.getEffectiveLevel(), registered_secrets()
@@ -378,7 +405,9 @@ def _run_daily_stages(
                     if not todo:
                         record(key, [])
                         continue
-                    running[pool.submit(_day_block, stages[key[0]], settings, todo, level, secrets)] = key
+                    final = key[1] == len(pipe.blocks) - 1
+                    future = pool.submit(_day_block, stages[key[0]], settings, todo, level, secrets, final=final)
+                    running[future] = key
                 if running:
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in finished:

@@ -7,7 +7,8 @@ outputs, stage.py), and written as day objects instead of 24 x 3 hourly ones:
 - ``alerts_daily_key(D)``: ``{"day", "layout": "daily", "intervals": [the 24 hourly alerts dicts]}``; each hour's
   ``report_uri`` names the day's report page (there is no hourly page);
 - ``report_daily_prefix(D) + "index.html"``: the day's anomalies per hour; PNG charts only for the last hour of the
-  last day of the call (range mode's default ``charts="last"``).
+  last day of the call (range mode's default ``charts="last"``), and none with ``charts=False``: the runner's
+  blocks that do not end the run, so the charts do not depend on how a run is split into blocks.
 
 Input: the day's compaction ``validated_daily_key(D)`` (validate --daily writes it). Its rows split by
 ``snapshot_time`` are exactly the day's hourly validated partitions: validate's critical checks guarantee every
@@ -113,14 +114,15 @@ class _Job:
     settings: Settings
     log: logging.Logger
     stores: tuple[ObjectStore, ObjectStore]
-    last: date  # charts are drawn for the last hour of this day only
+    last: date | None  # charts are drawn for the last hour of this day only (None: no charts)
     reads: ThreadPoolExecutor
     writes: ThreadPoolExecutor
     carry: dict[date, tuple[list[ObjectRef], list[Part]]] = field(default_factory=dict)  # earlier chunks' days
 
 
-def run_days(settings: Settings, days: list[date], log: logging.Logger) -> list[StageResult]:
+def run_days(settings: Settings, days: list[date], log: logging.Logger, *, charts: bool = True) -> list[StageResult]:
     """Transform consecutive whole UTC days in the daily layout; one StageResult (and day run record) per day.
+    ``charts``: draw the charts of the last day's last hour (False: a block that does not end the run draws none).
 
     A PipelineError fails its day (or, for a shared read, its chunk's days) and the others go on; a bug is recorded
     in the day's run record and re-raised.
@@ -132,7 +134,7 @@ def run_days(settings: Settings, days: list[date], log: logging.Logger) -> list[
         ThreadPoolExecutor(READ_THREADS, thread_name_prefix="transform-read") as reads,
         ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="transform-write") as writes,
     ):
-        job = _Job(settings, log, open_stores(settings.storage), days[-1], reads, writes)
+        job = _Job(settings, log, open_stores(settings.storage), days[-1] if charts else None, reads, writes)
         pending: list[Future[StageResult]] = []
         for lo in range(0, len(days), DAY_CHUNK):
             pending.extend(_run_chunk(job, days[lo : lo + DAY_CHUNK]))

@@ -320,8 +320,8 @@ def _write(job: _Range, slot: _Slot, out: _Output | None) -> StageResult:
     return _finish(slot, job.log, slot.error)
 
 
-def run_days(settings: Settings, days: list[date], log: logging.Logger) -> list[StageResult]:
+def run_days(settings: Settings, days: list[date], log: logging.Logger, *, charts: bool = True) -> list[StageResult]:
     """The daily layout (``run --batch --daily``): transform/daily.py; imported on use (it imports this module)."""
     from cryptopipe.transform.daily import run_days as daily_run_days
 
-    return daily_run_days(settings, days, log)
+    return daily_run_days(settings, days, log, charts=charts)

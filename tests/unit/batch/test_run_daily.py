@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cryptopipe.cli import main
-from cryptopipe.core.layout import staging_key
+from cryptopipe.core.layout import report_daily_prefix, staging_key
 from cryptopipe.core.stage import day_run_record_key, sealed_day
 from cryptopipe.core.storage import FileStore
 from cryptopipe.core.tables import write_table
@@ -103,7 +103,7 @@ def test_daily_run_pipelined_over_workers_equals_one_process_and_stops_only_the_
         for interval in hours:
             table = staging(interval)
             write_table(store, staging_key(interval), edit(table, 3, price=-1.0) if interval == bad else table)
-        settings_for(root, transform__chart_top_n="0")
+        settings_for(root, transform__chart_top_n="2")
         assert main(["run", *span, *STAGES, "--batch", "--daily", "--workers", str(workers)]) == 3
         out = _said(capsys)
         assert "validate  days=3" in out and "transform days=2" in out and "archive   days=2" in out, out
@@ -120,6 +120,9 @@ def test_daily_run_pipelined_over_workers_equals_one_process_and_stops_only_the_
             assert two[key] == data, key
     bad_day = bad.start.date()
     assert not [k for k in one if f"date={bad_day}" in k and not k.startswith(("staging/", "quality/", "quarantine/"))]
+    # charts only for the run's last day, however the run was split into blocks (here one per day)
+    charts = [k for k in one if k.endswith(".png")]
+    assert len(charts) == 2 and all(report_daily_prefix(hours[-1].start.date()) in k for k in charts), charts
     tables = ("market_snapshots", "indicators", "anomalies")
     rows = {}
     for workers, root in roots.items():
@@ -149,3 +152,27 @@ def test_daily_run_over_backfilled_history_without_staging(
     assert "validate  days=2      ok=0      skipped=2" in out and "archive   days=2      ok=2" in out, out
     with sqlite3.connect(tmp_path / "lake.db") as db:
         assert db.execute("SELECT count(*) FROM indicators").fetchone() == (48 * 20,)
+
+
+@pytest.mark.parametrize(
+    ("days", "sizes"),
+    [
+        (0, []),
+        (5, [5]),
+        (14, [7, 7]),
+        (28, [14, 7, 7]),
+        (29, [1, 14, 7, 7]),
+        (70, [28, 14, 14, 7, 7]),
+        (364, [28] * 12 + [14, 7, 7]),
+    ],
+)
+def test_day_blocks_taper_the_last_block(days: int, sizes: list[int]) -> None:
+    """Full blocks, then the last 28 days in halves: the stretch where a core would idle at the end is short."""
+    from datetime import timedelta
+
+    from cryptopipe.runner import day_blocks
+
+    run = [DAY[0].start.date() + timedelta(days=n) for n in range(days)]
+    blocks = day_blocks(run, 28)
+    assert [len(b) for b in blocks] == sizes
+    assert [day for block in blocks for day in block] == run
