@@ -39,6 +39,9 @@ STAGES = ("validate", "transform", "archive")
 PER_INTERVAL_PROJECTED_S = 18_300
 FLOOR_SAMPLE_HOURS = 7 * 24  # a week of the year's rows for the insert floors
 WORKERS = os.cpu_count() or 1  # `run --batch --workers`: validate and transform use every core
+# The daily layout's year is run this many times, each from the same state; the median wall time is the result
+# (one run varies by a few seconds on a shared 2-core machine).
+DAILY_RUNS = 3
 STAGING_VERSION = 1  # bump when the staging year's layout changes: invalidates the cache
 # "daily" or "hourly". Not a CRYPTOPIPE_* name: the settings loader rejects unknown CRYPTOPIPE_* keys.
 LAYOUT = os.environ.get("BENCH_BACKFILL_LAYOUT", "daily")
@@ -138,20 +141,30 @@ def run(cfg: BenchConfig) -> Result:
                     "peak_rss_mib": out["peak_rss_mib"],
                 }
             )
-        if LAYOUT == "daily":
-            out = _worker("all", first.isoformat(), hours)
+        runs: list[dict[str, Any]] = []
+        count = 0 if LAYOUT != "daily" else 1 if cfg.smoke else DAILY_RUNS
+        for n in range(count):
+            if n:  # every run starts from the same state: the staging year alone, no warehouse
+                _copy(source, work)
+                warehouse.unlink(missing_ok=True)
+            runs.append(_worker("all", first.isoformat(), hours))
+        if runs:  # the run with the median wall time stands for all (its stage table, phases and peak memory)
+            out = sorted(runs, key=lambda r: r["process_wall_s"])[len(runs) // 2]
             stage_rows, outs = _daily_rows(out, rows), [out["stages"][stage] for stage in STAGES]
     if LAYOUT == "daily":
         total = round(out["process_wall_s"], 1)
         result.tables["the run (run --batch --daily --workers N: the stages pipelined in blocks of days)"] = [
             {
-                "wall_s": total,
-                "run_s": round(out["seconds"], 1),
-                "cpu_s": round(out["cpu_seconds"], 1),
-                "rows_per_s": round(rows / out["process_wall_s"]),
-                "peak_rss_mib": out["peak_rss_mib"],
+                "run": n + 1,
+                "wall_s": round(r["process_wall_s"], 1),
+                "run_s": round(r["seconds"], 1),
+                "cpu_s": round(r["cpu_seconds"], 1),
+                "rows_per_s": round(rows / r["process_wall_s"]),
+                "peak_rss_mib": r["peak_rss_mib"],
                 "workers": WORKERS,
+                "median": r is out,
             }
+            for n, r in enumerate(runs)
         ]
         result.tables["per stage (outcomes; the stages overlap: the run's wall and CPU time above is the measure)"] = (
             stage_rows
@@ -194,7 +207,7 @@ def run(cfg: BenchConfig) -> Result:
                 {"database": database, "table": name, **f, "year_rows": year_rows[name], "year_s": year_s}
             )
     result.tables["warehouse insert floor (the year's last week tiled to a year, timed inserts only)"] = floor_rows
-    result.runs = 1
+    result.runs = len(runs) if LAYOUT == "daily" else 1
     result.data = {
         "mode": f"range, {LAYOUT} layout",
         "workers": WORKERS,
@@ -214,7 +227,8 @@ def run(cfg: BenchConfig) -> Result:
             "s",
             total < TARGET_SECONDS and hours >= YEAR_HOURS,
             baseline=PER_INTERVAL_PROJECTED_S,
-            note=f"range mode, {LAYOUT} layout, {hours} h measured end to end (no extrapolation), stages "
+            note=f"range mode, {LAYOUT} layout, {hours} h measured end to end (no extrapolation), median of "
+            + f"{result.runs} run(s), stages "
             + (f"pipelined over {WORKERS} processes" if LAYOUT == "daily" else "in sequence")
             + f"; baseline: per-interval stages, projected {PER_INTERVAL_PROJECTED_S:,} s"
             + (f"; previous run of this benchmark {previous:,.0f} s" if previous else ""),

@@ -328,18 +328,34 @@ def _cross_field_checks(settings: Settings) -> list[Check]:
 
 def build_suite(settings: Settings, interval: Interval, table: pa.Table) -> list[Check]:
     """The checks for one interval; the table is only consulted to count the coins asked for."""
+    price, cross_field = _settings_checks(settings)
     checks = [
         *_schema_checks(),
         *_key_checks(interval),
-        *_price_checks(settings),
+        *price,
         *_row_count_checks(settings, table),
         *_market_checks(settings, interval),
-        *_cross_field_checks(settings),
+        *cross_field,
     ]
     names = [c.name for c in checks]
     if len(set(names)) != len(names):  # names key the results; a duplicate would hide one
         raise ValueError(f"duplicate check names in the suite: {sorted(n for n in names if names.count(n) > 1)}")
     return checks
+
+
+_SETTINGS_CHECKS: dict[int, tuple[Settings, tuple[Check, ...], tuple[Check, ...]]] = {}
+
+
+def _settings_checks(settings: Settings) -> tuple[tuple[Check, ...], tuple[Check, ...]]:
+    """The price and cross-field checks, which depend on the settings only: built once per settings object, not
+    once per interval (a year's backfill builds 8,760 suites). Settings and checks are frozen (batch.py derives new
+    checks with ``replace``); the settings object is kept so its id cannot be reused by another."""
+    held = _SETTINGS_CHECKS.get(id(settings))
+    if held is None or held[0] is not settings:
+        _SETTINGS_CHECKS.clear()  # one settings object per run: keep only the latest
+        held = (settings, tuple(_price_checks(settings)), tuple(_cross_field_checks(settings)))
+        _SETTINGS_CHECKS[id(settings)] = held
+    return held[1], held[2]
 
 
 # The quarantine share is judged after the warning checks, by the stage itself (not a GX expectation).
