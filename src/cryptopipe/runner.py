@@ -11,12 +11,10 @@ import json
 import logging
 import math
 import multiprocessing
-import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from multiprocessing.context import BaseContext
 from typing import TypeVar
 
 from cryptopipe.core.config import Settings
@@ -190,52 +188,18 @@ def split_parts(segment: list[Interval], workers: int) -> list[list[Interval]]:
     return [segment[i : i + size] for i in range(0, len(segment), size)]
 
 
-@dataclass(frozen=True)
-class _WorkerSetup:
-    """What a worker process takes from its parent: the log level, the secrets to redact, the environment."""
-
-    level: int
-    secrets: list[str]
-    env: dict[str, str]
-
-    @classmethod
-    def of(cls, log: logging.Logger) -> _WorkerSetup:
-        return cls(log.getEffectiveLevel(), registered_secrets(), dict(os.environ))
-
-    def enter(self, name: str) -> logging.Logger:
-        """In the worker: the parent's environment as of the submission (a forkserver's children inherit the
-        server's, from when it started), logging like the parent with its secrets still redacted."""
-        if os.environ != self.env:
-            os.environ.clear()
-            os.environ.update(self.env)
-        for secret in self.secrets:
-            register_secret(secret)
-        return setup_logging(name, logging.getLevelName(self.level))
+def _worker_log(name: str, level: int, secrets: list[str]) -> logging.Logger:
+    """A spawned worker logs like its parent, with the parent's secrets still redacted."""
+    for secret in secrets:
+        register_secret(secret)
+    return setup_logging(name, logging.getLevelName(level))
 
 
-PRELOAD_GX = "cryptopipe.validate.preload"  # imports GX with analytics off (a module, as preloads are imported)
-
-
-def worker_context(stages: list[str]) -> BaseContext:
-    """How the worker processes start: from a forkserver that imported the stages' modules once (GX alone is ~4 s of
-    CPU), forked from that single-threaded server ready to run, instead of every spawned worker importing them again
-    (the year's daily backfill over 2 workers: ~6 s less CPU, measured). Never plain fork of this process: it may
-    hold threads (pyarrow, boto3) whose locks a child would inherit held. Spawn where there is no forkserver. The
-    server starts with the first pool and keeps its modules for the process' lifetime."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():  # pragma: no cover - not on Linux
-        return multiprocessing.get_context("spawn")
-    from cryptopipe.cli import STAGES
-
-    modules = [STAGES[name].split(":")[0] for name in stages]
-    modules += [f"cryptopipe.{name}.daily" for name in stages if name in DAILY_LAYOUT_STAGES]
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__, *modules, *([PRELOAD_GX] if "validate" in stages else [])])
-    return context
-
-
-def _range_part(name: str, settings: Settings, part: list[Interval], setup: _WorkerSetup) -> list[StageResult]:
-    """A worker process: the same range function on its part."""
-    log = setup.enter(name)
+def _range_part(
+    name: str, settings: Settings, part: list[Interval], level: int, secrets: list[str]
+) -> list[StageResult]:
+    """A worker process: the same range function on its part, logging like its parent, secrets still redacted."""
+    log = _worker_log(name, level, secrets)
     range_fn = range_function(name)
     assert range_fn is not None
     return _run_range(range_fn, name, settings, part, log)
@@ -248,9 +212,13 @@ def _run_parts(
     if len(parts) == 1:
         return _run_range(range_fn, name, settings, segment, log)
     log.info("range split over worker processes", extra={"stage_name": name, "workers": len(parts)})
-    setup = _WorkerSetup.of(log)
-    with ProcessPoolExecutor(len(parts), mp_context=worker_context([name])) as pool:
-        futures = [pool.submit(_range_part, name, settings, part, setup) for part in parts]
+    # spawn, not fork: the parent may hold threads (pyarrow, GX) whose locks a forked child would inherit held.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(len(parts), mp_context=context) as pool:
+        futures = [
+            pool.submit(_range_part, name, settings, part, log.getEffectiveLevel(), registered_secrets())
+            for part in parts
+        ]
         return [result for future in futures for result in future.result()]
 
 
@@ -364,10 +332,10 @@ def _run_days(
 
 
 def _day_block(
-    name: str, settings: Settings, days: list[date], setup: _WorkerSetup, *, final: bool
+    name: str, settings: Settings, days: list[date], level: int, secrets: list[str], *, final: bool
 ) -> list[StageResult]:
     """A worker process of the daily layout (see ``_range_part``): one stage over one block of days."""
-    return _run_days(day_function(name), name, settings, days, setup.enter(name), final=final)
+    return _run_days(day_function(name), name, settings, days, _worker_log(name, level, secrets), final=final)
 
 
 @dataclass
@@ -426,8 +394,9 @@ def _run_daily_stages(
                 final = b == len(pipe.blocks) - 1
                 record((s, b), _run_days(fns[name], name, settings, pipe.todo(b), log, final=final))
     else:
-        setup = _WorkerSetup.of(log)
-        with ProcessPoolExecutor(workers, mp_context=worker_context(stages)) as pool:
+        context = multiprocessing.get_context("spawn")  # as _run_parts: no inherited thread state
+        level, secrets = log.getEffectiveLevel(), registered_secrets()
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
             running: dict[Future[list[StageResult]], tuple[int, int]] = {}
             while len(pipe.done) < len(stages) * len(pipe.blocks):
                 for key in pipe.ready()[: max(0, workers - len(running))]:
@@ -437,7 +406,7 @@ def _run_daily_stages(
                         record(key, [])
                         continue
                     final = key[1] == len(pipe.blocks) - 1
-                    future = pool.submit(_day_block, stages[key[0]], settings, todo, setup, final=final)
+                    future = pool.submit(_day_block, stages[key[0]], settings, todo, level, secrets, final=final)
                     running[future] = key
                 if running:
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -177,28 +176,3 @@ def test_day_blocks_taper_the_last_block(days: int, sizes: list[int]) -> None:
     blocks = day_blocks(run, 28)
     assert [len(b) for b in blocks] == sizes
     assert [day for block in blocks for day in block] == run
-
-
-def _marked_env_in_worker(setup: object) -> str | None:
-    from cryptopipe import runner
-
-    assert isinstance(setup, runner._WorkerSetup)
-    setup.enter("test")
-    return os.environ.get("RUNNER_TEST_MARK")
-
-
-def test_workers_see_the_parents_environment_of_each_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Workers fork from a forkserver started by the first pool; each pool's workers still see the environment the
-    parent has when it submits (credentials and settings may come from it), not the one the server started with."""
-    import logging
-    from concurrent.futures import ProcessPoolExecutor
-
-    from cryptopipe import runner
-
-    seen = []
-    for value in ("first", "second"):
-        monkeypatch.setenv("RUNNER_TEST_MARK", value)
-        setup = runner._WorkerSetup.of(logging.getLogger("test"))
-        with ProcessPoolExecutor(1, mp_context=runner.worker_context(["archive"])) as pool:
-            seen.append(pool.submit(_marked_env_in_worker, setup).result())
-    assert seen == ["first", "second"]
