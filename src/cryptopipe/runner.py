@@ -274,7 +274,7 @@ def _refuse_daily_days(store: ObjectStore, intervals: list[Interval], stages: li
         ensure_hourly_allowed(store, first, checked[0])
 
 
-DayFn = Callable[..., list[StageResult]]  # (settings, days, log) -> a result per day; transform: charts=
+DayFn = Callable[..., list[StageResult]]  # (settings, days, log) -> a result per day; transform's also takes charts=
 
 
 def day_function(name: str) -> DayFn:

@@ -37,6 +37,9 @@ def day_run_record_key(day: date, stage: str) -> str:
     return f"{RUNS}/{DAILY}/date={day:%Y-%m-%d}/{stage}.json"
 
 
+_HOUR_QUALITY_FIELDS = ("quality_score", "warning_failures", "rows_quarantined")
+
+
 def day_hour_quality(record: Any) -> list[dict[str, Any]] | None:
     """validate's per-hour quality figures from its day run record (``metrics.hours``, in hour order: interval_start,
     quality_score, warning_failures, rows_quarantined), the same numbers its day report holds; None if the record
@@ -51,9 +54,6 @@ def day_hour_quality(record: Any) -> list[dict[str, Any]] | None:
         if any(not isinstance(hour.get(name), int | float) for name in _HOUR_QUALITY_FIELDS):
             return None
     return hours
-
-
-_HOUR_QUALITY_FIELDS = ("quality_score", "warning_failures", "rows_quarantined")
 
 
 # Stages whose outputs a daily-layout day holds as day objects; an hourly run of one of its hours would write
