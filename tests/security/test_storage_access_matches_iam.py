@@ -4,7 +4,8 @@ The access table there is the single source of each pod's S3 policy. A stage tha
 outside its prefixes works locally and fails in EKS with AccessDenied, so this test runs the real stages (the DAG's
 per-interval path: ingest against the replay server, validate, transform with a compacted past day, archive at a
 00:00 interval so retention sweeps, reruns, and a critical validate failure) with every object-store call recorded,
-and checks each call against the table: get/exists/version/list need read, put/put_once need write, delete delete.
+and checks each call against the table: get/exists/version/list/folders need read, put/put_once need write,
+delete delete.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from tests.unit.batch.helpers import edit, intervals, staging
 
 IDENTITIES = Path(__file__).resolve().parents[2] / "terraform" / "modules" / "identities"
 KIND = {"get": "read", "exists": "read", "version": "read", "list": "read", "put": "write",
-        "_create_exclusive": "write", "delete": "delete"}  # fmt: skip
+        "_create_exclusive": "write", "delete": "delete", "folders": "read"}  # fmt: skip
 BUCKET = {"datalake": "datalake", "archive": "archive"}
 DAY = datetime(2026, 11, 22, tzinfo=UTC)
 HOURS = intervals(26, DAY)  # a full day (compacted for the lookback) + 00:00 and 01:00 of the next

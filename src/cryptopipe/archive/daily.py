@@ -414,16 +414,19 @@ def _day_prefixes(day: date) -> list[str]:
 
 
 def _describe(item: _Day) -> list[dict[str, Any]]:
-    """Every object of the day with sha256, bytes and Parquet rows; what was read already is not read again."""
+    """Every object of the day with sha256, bytes and Parquet rows; what was read already is neither read nor
+    hashed again (its input record holds the digest of those same bytes)."""
     store = item.ctx.store
     objects = [{"key": a["source"], "sha256": a["sha256"], "bytes": a["bytes"], "rows": None} for a in item.archived]
+    digests = {ref.key: ref.sha256 for ref in item.ctx.result.inputs if ref.key in item.read and ref.sha256}
     for prefix in _day_prefixes(item.day):
         for key in store.list(prefix):
             data = item.read.get(key)
+            digest = digests.get(key) if data is not None else None
             if data is None:
                 data = store.get(key)
             rows = parquet_rows(key, data)
-            objects.append({"key": key, "sha256": sha256(data), "bytes": len(data), "rows": rows})
+            objects.append({"key": key, "sha256": digest or sha256(data), "bytes": len(data), "rows": rows})
     return sorted(objects, key=lambda o: o["key"])
 
 

@@ -60,6 +60,11 @@ class ObjectStore(ABC):
     def delete(self, key: str) -> None:
         """Delete an object; absent is not an error."""
 
+    @abstractmethod
+    def folders(self, prefix: str) -> list[str]:
+        """The folder prefixes directly under a folder prefix (``a/`` -> ``a/b/``, ``a/c/``), sorted; none if it
+        does not exist. Lets a caller descend only where it needs to (retention's sweep)."""
+
     def put_once(self, key: str, data: bytes, content_type: str | None = None) -> bool:
         """Write-once create. True if created, False if identical bytes were already there."""
         check_key(key)
@@ -176,6 +181,18 @@ class FileStore(ObjectStore):
             head = f"{folder[cut:]}/" if len(folder) >= cut else ""  # the root itself: top-level keys
             keys += [head + name for name in files if not name.startswith(".")]  # in-flight temp files are hidden
         return sorted(keys)
+
+    def folders(self, prefix: str) -> list[str]:
+        base = self.root / prefix.rstrip("/") if prefix else self.root
+        head = f"{prefix.rstrip('/')}/" if prefix else ""
+        try:
+            with os.scandir(base) as entries:
+                names = [e.name for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise StorageError(f"cannot list {base}: {exc.strerror or exc}") from exc
+        return sorted(f"{head}{name}/" for name in names)
 
     @staticmethod
     def _walk_error(exc: OSError) -> None:
@@ -309,6 +326,21 @@ class S3Store(ObjectStore):
         except Exception as exc:
             raise self._fail("list", prefix or "/", exc) from exc
         return sorted(keys)
+
+    def folders(self, prefix: str) -> list[str]:
+        if prefix and ".." in prefix.split("/"):
+            raise StorageError(f"invalid prefix {prefix!r}")
+        base = f"{self.prefix}/" if self.prefix else ""
+        full = base + (f"{prefix.strip('/')}/" if prefix.strip("/") else "")
+        strip = len(base)
+        found: list[str] = []
+        try:
+            paginator = self._client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full, Delimiter="/"):
+                found.extend(common["Prefix"][strip:] for common in page.get("CommonPrefixes", []))
+        except Exception as exc:
+            raise self._fail("list", prefix or "/", exc) from exc
+        return sorted(found)
 
     def delete(self, key: str) -> None:
         try:

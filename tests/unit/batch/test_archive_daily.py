@@ -8,6 +8,7 @@ compaction, the 24 hourly indicator tables concatenated, alerts and quality repo
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -167,6 +168,11 @@ def test_daily_load_equals_hourly_range_load(
         assert manifest["warehouse"]["rows"]["market_snapshots"] == 24 * len(COINS)
         keys = {o["key"] for o in manifest["objects"]}
         assert layout.validated_daily_key(day) in keys and layout.indicators_daily_key(day) in keys
+        copied = {a["source"] for a in manifest["archive"]}  # raw pages: described by the archive copy
+        for entry in manifest["objects"]:  # read by archive (digest reused) or not: the stored bytes' digest
+            if entry["key"] not in copied:
+                data = daily.get(entry["key"])
+                assert (entry["sha256"], entry["bytes"]) == (hashlib.sha256(data).hexdigest(), len(data)), entry
         assert layout.staging_key(layout.day_intervals(day)[5]) in keys
         assert len(manifest["archive"]) == 48  # 24 raw pages and their sidecars
         assert set(manifest["stages"]) == {"validate", "transform"}

@@ -85,6 +85,18 @@ def test_listing_by_partition(store: ObjectStore) -> None:
     assert store.list("absent/") == []
 
 
+def test_folders_are_the_folder_prefixes_directly_under_a_prefix(store: ObjectStore) -> None:
+    for key in ("a/top.json", "a/date=2026-11-22/x.parquet", "a/date=2026-11-23/hour=00/y.parquet", "a/daily/z.json"):
+        store.put(key, b"p")
+    expected = ["a/daily/", "a/date=2026-11-22/", "a/date=2026-11-23/"]  # no keys, no deeper folders
+    assert store.folders("a/") == store.folders("a") == expected
+    assert store.folders("a/date=2026-11-23/") == ["a/date=2026-11-23/hour=00/"]
+    assert store.folders("") == ["a/"]
+    assert store.folders("a/date=2026-11-22/") == []  # only keys under it
+    assert store.folders("absent/") == []
+    assert store.folders("a/top.json") == []
+
+
 def test_file_store_listing_hides_temp_files_and_names_an_unreadable_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -105,6 +117,13 @@ def test_file_store_listing_hides_temp_files_and_names_an_unreadable_folder(
     monkeypatch.setattr(storage.os, "walk", unreadable)
     with pytest.raises(StorageError, match=r"cannot list .*a/b: Permission denied"):
         store.list("a/")
+
+    def denied(path: object) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(storage.os, "scandir", denied)
+    with pytest.raises(StorageError, match=r"cannot list .*/a: Permission denied"):
+        store.folders("a/")
 
 
 def test_delete_is_idempotent(store: ObjectStore) -> None:
