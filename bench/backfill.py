@@ -41,7 +41,7 @@ FLOOR_SAMPLE_HOURS = 7 * 24  # a week of the year's rows for the insert floors
 WORKERS = os.cpu_count() or 1  # `run --batch --workers`: validate and transform use every core
 # The daily layout's year is run this many times, each from the same state; the median wall time is the result
 # (one run varies by a few seconds on a shared 2-core machine).
-DAILY_RUNS = 3
+DAILY_RUNS = 5
 STAGING_VERSION = 1  # bump when the staging year's layout changes: invalidates the cache
 # "daily" or "hourly". Not a CRYPTOPIPE_* name: the settings loader rejects unknown CRYPTOPIPE_* keys.
 LAYOUT = os.environ.get("BENCH_BACKFILL_LAYOUT", "daily")
