@@ -418,11 +418,11 @@ def _describe(item: _Day) -> list[dict[str, Any]]:
     hashed again (its input record holds the digest of those same bytes)."""
     store = item.ctx.store
     objects = [{"key": a["source"], "sha256": a["sha256"], "bytes": a["bytes"], "rows": None} for a in item.archived]
-    digests = {ref.key: ref.sha256 for ref in item.ctx.result.inputs if ref.key in item.read and ref.sha256}
+    digests = {ref.key: ref.sha256 for ref in item.ctx.result.inputs if ref.sha256}
     for prefix in _day_prefixes(item.day):
         for key in store.list(prefix):
             data = item.read.get(key)
-            digest = digests.get(key) if data is not None else None
+            digest = digests.get(key) if data is not None else None  # the digest of the bytes in item.read
             if data is None:
                 data = store.get(key)
             rows = parquet_rows(key, data)

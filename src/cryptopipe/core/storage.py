@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 from cryptopipe.core.errors import ConfigError, ObjectNotFoundError, StorageError, WriteConflictError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from cryptopipe.core.config import StorageSettings
 
 
@@ -167,8 +169,11 @@ class FileStore(ObjectStore):
             return None
         return f"{st.st_ino}-{st.st_size}-{st.st_mtime_ns}-{st.st_ctime_ns}"
 
+    def _folder(self, prefix: str) -> Path:
+        return self.root / prefix.rstrip("/") if prefix else self.root
+
     def list(self, prefix: str) -> list[str]:
-        base = self.root / prefix.rstrip("/") if prefix else self.root
+        base = self._folder(prefix)
         if not base.exists():
             return []
         if base.is_file():
@@ -183,7 +188,7 @@ class FileStore(ObjectStore):
         return sorted(keys)
 
     def folders(self, prefix: str) -> list[str]:
-        base = self.root / prefix.rstrip("/") if prefix else self.root
+        base = self._folder(prefix)
         head = f"{prefix.rstrip('/')}/" if prefix else ""
         try:
             with os.scandir(base) as entries:
@@ -312,35 +317,26 @@ class S3Store(ObjectStore):
         etag = head.get("ETag")
         return f"{etag}:{head.get('VersionId') or ''}" if etag else None
 
-    def list(self, prefix: str) -> list[str]:
+    def _pages(self, prefix: str, **extra: str) -> Iterator[dict[str, Any]]:
+        """The ListObjectsV2 pages under a prefix relative to the store's; ``extra``: e.g. ``Delimiter``."""
         if prefix and ".." in prefix.split("/"):
             raise StorageError(f"invalid prefix {prefix!r}")
         base = f"{self.prefix}/" if self.prefix else ""
-        full = base + prefix.lstrip("/")
-        strip = len(self.prefix) + 1 if self.prefix else 0
-        keys: list[str] = []
         try:
             paginator = self._client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
-                keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+            yield from paginator.paginate(Bucket=self.bucket, Prefix=base + prefix.lstrip("/"), **extra)
         except Exception as exc:
             raise self._fail("list", prefix or "/", exc) from exc
-        return sorted(keys)
+
+    def list(self, prefix: str) -> list[str]:
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        return sorted(obj["Key"][strip:] for page in self._pages(prefix) for obj in page.get("Contents", []))
 
     def folders(self, prefix: str) -> list[str]:
-        if prefix and ".." in prefix.split("/"):
-            raise StorageError(f"invalid prefix {prefix!r}")
-        base = f"{self.prefix}/" if self.prefix else ""
-        full = base + (f"{prefix.strip('/')}/" if prefix.strip("/") else "")
-        strip = len(base)
-        found: list[str] = []
-        try:
-            paginator = self._client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=full, Delimiter="/"):
-                found.extend(common["Prefix"][strip:] for common in page.get("CommonPrefixes", []))
-        except Exception as exc:
-            raise self._fail("list", prefix or "/", exc) from exc
-        return sorted(found)
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        folder = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        pages = self._pages(folder, Delimiter="/")
+        return sorted(common["Prefix"][strip:] for page in pages for common in page.get("CommonPrefixes", []))
 
     def delete(self, key: str) -> None:
         try:
